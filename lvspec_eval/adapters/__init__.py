@@ -1,0 +1,1 @@
+"""Model adapters: the only code that touches HF model objects."""

@@ -1,0 +1,184 @@
+"""The decoding loop: prefill -> draft K -> verify in one target pass -> rule -> commit/crop.
+
+`decode` runs every method. With no drafter (`ar`) each round drafts nothing and the verify
+forward over [last] is a plain greedy step, so the baseline runs through the same adapters,
+the same loop and the same timers as the speculative methods.
+
+Per round exactly one target forward and K drafter forwards (fewer only when the drafter
+proposes EOS, or when fewer than K+1 tokens remain to max_new_tokens).
+
+Provenance codes, one per emitted token (see `lvspec_eval.acceptance` for the glossary):
+  P  first token, from the target's prefill     E  draft token accepted exactly
+  T  plain target step (`ar`)                   L  draft token accepted loosely
+  C  correction t_i after a rejection           S  draft anchor salvaged by position shift
+  B  bonus t_{K+1} after a fully accepted block
+Anchor flags, one per emitted token: 'a' anchor, 'f' filler, '-' not judged (no relevance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from lvspec_eval.acceptance import EXACT, LOOSE, SHIFT, AcceptanceRule, RoundView, accepted_length
+from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
+from lvspec_eval.config import DecodeConfig
+from lvspec_eval.metrics.timing import Stopwatch
+
+_CODE = {EXACT: "E", LOOSE: "L", SHIFT: "S"}
+
+
+@dataclass
+class DecodeResult:
+    tokens: list[int] = field(default_factory=list)  # emitted token ids (EOS included when hit)
+    provenance: str = ""  # one code per emitted token
+    anchor_flags: str = ""  # one flag per emitted token
+    rounds: int = 0  # target verification forwards after prefill
+    proposed: int = 0  # draft tokens proposed
+    accepted_exact: int = 0
+    accepted_loose: int = 0
+    accepted_shift: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)  # [K] accepted count per draft position
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    stop_reason: str = ""  # eos | until | max_new_tokens
+    draft_forward_s: float = 0.0  # only with profile=True: time inside drafter forwards
+    target_forward_s: float = 0.0  # only with profile=True: time inside target verify forwards
+
+    @property
+    def accepted(self) -> int:
+        return self.accepted_exact + self.accepted_loose + self.accepted_shift
+
+
+AnchorFactory = Callable[[Prefill, Session], Any]  # returns an AnchorFinder
+
+
+def decode(
+    target: HFAdapter,
+    target_inputs: dict[str, Any],
+    cfg: DecodeConfig,
+    *,
+    draft: Optional[HFAdapter] = None,
+    draft_inputs: Optional[dict[str, Any]] = None,
+    rule: Optional[AcceptanceRule] = None,
+    anchor_factory: Optional[AnchorFactory] = None,
+    capture_layer: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    stop: Optional[Callable[[list[int]], bool]] = None,
+    profile: bool = False,
+) -> DecodeResult:
+    """Greedy decoding of `target`, speculative when `draft` and `rule` are given.
+
+    stop(tokens) -> True ends decoding after a round (the task's `until` strings)."""
+    speculative = draft is not None
+    if speculative and rule is None:
+        raise ValueError("a drafter needs an acceptance rule")
+    k_max = cfg.num_draft_tokens if speculative else 0
+    eos = set(cfg.eos_ids)
+    res = DecodeResult(accepted_per_position=[0] * k_max)
+    watch = Stopwatch(device=target.input_device)
+    fwd = Stopwatch(device=target.input_device) if profile else None
+
+    # 1. Prefill: the target (and the drafter) read the prompt; the target's choice is token 1.
+    watch.start()
+    t_sess, t_pre = target.start(target_inputs, capture_layer=capture_layer)
+    d_sess = draft.start(draft_inputs if draft_inputs is not None else target_inputs)[0] if speculative else None
+    finder = anchor_factory(t_pre, t_sess) if (speculative and rule.needs_anchors and anchor_factory) else None
+    last = int(t_pre.logits.argmax())
+    res.prefill_s = watch.stop()
+
+    vocab = min(t_sess.vocab_size, d_sess.vocab_size) if speculative else t_sess.vocab_size
+    tokens, prov, flags = res.tokens, [], []
+    tokens.append(last)
+    prov.append("P")
+    flags.append("-")
+    pending = [last]  # accepted tokens not yet fed to the drafter
+    res.stop_reason = "eos" if last in eos else ("max_new_tokens" if cfg.max_new_tokens <= 1 else "")
+
+    watch.start()
+    while not res.stop_reason:
+        k = min(k_max, cfg.max_new_tokens - len(tokens) - 1)
+
+        # 2. Draft: K greedy drafter steps; the first one also feeds the pending accepted tokens.
+        draft_ids: list[int] = []
+        if k > 0:
+            if fwd:
+                fwd.start()
+            feed = pending
+            for _ in range(k):
+                logits = d_sess.extend(torch.tensor(feed))[-1]  # [V_d]
+                nxt = int(logits[:vocab].argmax())
+                draft_ids.append(nxt)
+                feed = [nxt]
+                if nxt in eos:
+                    break
+            if fwd:
+                res.draft_forward_s += fwd.stop()
+        k = len(draft_ids)
+
+        # 3. Verify: one target forward over [last, d_1..d_K] gives t_1..t_{K+1}.
+        if fwd:
+            fwd.start()
+        block = torch.tensor([last] + draft_ids)
+        target_logits = t_sess.extend(block)[:, :vocab]  # [K+1, V]
+        target_ids = target_logits.argmax(-1).cpu()  # [K+1]
+        if fwd:
+            res.target_forward_s += fwd.stop()
+
+        # 4. Walk: the rule's verdicts, the accepted prefix, and the correction or bonus t_{n+1}.
+        n, verdicts, anchors, scores = 0, None, None, None
+        if k > 0:
+            d = torch.tensor(draft_ids)
+            if finder is not None:
+                anchors, scores = finder.round(d, target_ids, t_sess.last_hidden)
+            view = RoundView(d, target_ids, target_logits, anchors=anchors, generator=generator)
+            verdicts = rule.judge(view)
+            n = accepted_length(verdicts)
+        res.rounds += 1
+        res.proposed += k
+        emitted = draft_ids[:n] + [int(target_ids[n])]
+        codes = [_CODE[int(v)] for v in verdicts[:n]] if n else []
+        codes.append(("B" if n == k else "C") if speculative else "T")
+        for i, (tok, code) in enumerate(zip(emitted, codes)):
+            tokens.append(tok)
+            prov.append(code)
+            flags.append("-" if anchors is None or i >= k else ("a" if anchors[i] else "f"))
+            if i < n:
+                res.accepted_per_position[i] += 1
+                if code == "E":
+                    res.accepted_exact += 1
+                elif code == "L":
+                    res.accepted_loose += 1
+                else:
+                    res.accepted_shift += 1
+            if tok in eos:
+                res.stop_reason = "eos"
+                break
+        if finder is not None and scores is not None and n:
+            finder.commit(scores[:n])
+
+        # 5. Commit: crop both caches to the accepted prefix; the last emitted token is `last`.
+        t_sess.crop(t_sess.length - (k + 1) + 1 + n)
+        if speculative:
+            if k == 0:
+                pending = pending + [emitted[-1]]
+            else:
+                fed = len(pending) + k - 1  # tokens the drafter consumed this round
+                keep_drafts = min(n, k - 1)
+                d_sess.crop(d_sess.length - fed + len(pending) + keep_drafts)
+                pending = draft_ids[keep_drafts:n] + [emitted[-1]]
+        last = tokens[-1]
+        if not res.stop_reason:
+            if len(tokens) >= cfg.max_new_tokens:
+                res.stop_reason = "max_new_tokens"
+            elif stop is not None and stop(tokens):
+                res.stop_reason = "until"
+    res.decode_s = watch.stop()
+    res.provenance = "".join(prov)
+    res.anchor_flags = "".join(flags)
+    t_sess.close()
+    if d_sess is not None:
+        d_sess.close()
+    return res

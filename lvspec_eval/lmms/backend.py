@@ -1,0 +1,248 @@
+"""The lmms-eval chat backend shared by every family: request handling, records, run metrics.
+
+A family subclass only names its adapter class (`adapter_class`)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from loguru import logger
+from tqdm import tqdm
+
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+from lmms_eval.models.model_utils.gen_metrics import log_metrics
+from lmms_eval.protocol import ChatMessages
+
+from lvspec_eval import __version__
+from lvspec_eval.acceptance import build_rule
+from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
+from lvspec_eval.adapters.loading import check_checkpoint, default_device_map
+from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
+from lvspec_eval.engine import DecodeResult, decode
+from lvspec_eval.metrics.records import RECORD_VERSION, append_record, decode_fields, paired_fields, run_means
+from lvspec_eval.relevance import build_anchor_finder
+
+DEFAULT_MAX_NEW_TOKENS = 128  # lmms-eval's qwen2_5_vl default when a task sets none
+
+
+class TokenizerMismatchError(ValueError):
+    pass
+
+
+def default_stats_path(method: str, rank: int = 0, world_size: int = 1) -> Path:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    suffix = f"_rank{rank}" if world_size > 1 else ""
+    return Path("lvspec_runs") / f"{stamp}_{method}{suffix}.jsonl"
+
+
+def sample_seed(seed: int, task: str, split: str, doc_id: Any) -> int:
+    """A per-sample seed that does not depend on the order samples are decoded in."""
+    return (seed * 1_000_003 + zlib.crc32(f"{task}/{split}/{doc_id}".encode())) % (2**63)
+
+
+def check_same_tokenizer(target_tok: Any, draft_tok: Any, target: str, draft: str) -> None:
+    if target_tok is draft_tok:
+        return
+    if target_tok.get_vocab() != draft_tok.get_vocab():
+        raise TokenizerMismatchError(
+            f"target {target!r} and drafter {draft!r} use different tokenizers; speculative decoding needs the "
+            "same vocabulary: pick a drafter of the same family (e.g. Qwen2.5-VL-7B for Qwen2.5-VL-32B)"
+        )
+
+
+def cut_at_until(text: str, until: tuple[str, ...]) -> str:
+    cut = len(text)
+    for stop in until:
+        if stop:
+            pos = text.find(stop)
+            if pos != -1:
+                cut = min(cut, pos)
+    return text[:cut]
+
+
+class LVSpecBackend(lmms):
+    """Chat backend running one decoding method of `lvspec_eval` (see README for model args)."""
+
+    is_simple = False
+    adapter_class: type[HFAdapter] = HFAdapter
+    family = "base"
+
+    def __init__(self, batch_size: Any = 1, device: Optional[str] = None, max_batch_size: Any = None, **kwargs: Any):
+        super().__init__()
+        self.args = args = LVSpecArgs.from_kwargs(**kwargs)
+        if int(batch_size or 1) != 1:
+            raise ArgsError(f"batch_size={batch_size}: lvspec backends decode one sample at a time; use --batch_size 1")
+        check_checkpoint(args.pretrained, "target")
+        if args.method != "ar" and args.draft_pretrained != "self":
+            check_checkpoint(args.draft_pretrained, "drafter")
+
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator()
+        self._rank = self.accelerator.process_index
+        self._world_size = self.accelerator.num_processes
+        device_map = args.device_map
+        if self._world_size > 1 and device_map is None:
+            device_map = f"cuda:{self.accelerator.local_process_index}" if torch.cuda.is_available() else "cpu"
+        elif device_map is None and device == "cpu":
+            device_map = "cpu"
+        self.device_map = default_device_map(device_map)
+
+        load = dict(dtype=args.dtype, device_map=self.device_map, attn_implementation=args.attn_implementation,
+                    max_num_frames=args.max_num_frames, fps=args.fps, min_pixels=args.min_pixels,
+                    max_pixels=args.max_pixels)
+        self.target = self.adapter_class.load(args.pretrained, **load)
+        self.draft: Optional[HFAdapter] = None
+        if args.method != "ar":
+            if args.draft_pretrained == "self":
+                self.draft = self.target
+            else:
+                self.draft = self.adapter_class.load(args.draft_pretrained, **load)
+                check_same_tokenizer(self.target.tokenizer, self.draft.tokenizer, args.pretrained, args.draft_pretrained)
+        self.rule = build_rule(args)
+        self.stats_path = Path(args.stats_path) if args.stats_path else default_stats_path(
+            args.method, self._rank, self._world_size)
+        if args.stats_path and self._world_size > 1:
+            self.stats_path = self.stats_path.with_name(f"{self.stats_path.stem}_rank{self._rank}{self.stats_path.suffix}")
+        logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
+                    f"per-sample records -> {self.stats_path.resolve()}")
+
+    # -- lmms-eval API ----------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self.target.tokenizer
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError("lvspec backends only generate; loglikelihood tasks are not supported")
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("lvspec backends do not support multi-round generation")
+
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        for req in requests:  # refuse what cannot be honoured before any work starts
+            self._decode_config(req.args[2])
+        results, records = [], []
+        for req in tqdm(requests, disable=(self.rank != 0), desc=f"lvspec {self.args.method}"):
+            ctx, doc_to_messages, gen_kwargs, doc_id, task, split = req.args
+            record = self._base_record(task, split, doc_id)
+            text, n_tokens = "", 0
+            try:
+                doc = self.task_dict[task][split][doc_id]
+                inputs = self._prepare(doc_to_messages(doc))
+                text, fields = self._decode_sample(inputs, gen_kwargs, sample_seed(self.args.seed, task, split, doc_id))
+                record.update(fields)
+                n_tokens = fields["new_tokens"]
+            except Exception as exc:  # one bad sample is recorded and the run goes on
+                logger.opt(exception=exc).warning(f"lvspec: sample {task}/{split}/{doc_id} failed: {exc}")
+                record["error"] = f"{type(exc).__name__}: {exc}"
+            append_record(self.stats_path, record)
+            records.append(record)
+            results.append(GenerationResult(text=text, token_counts=TokenCounts(output_tokens=n_tokens)))
+        self._log_run(records)
+        return results
+
+    # -- one sample ---------------------------------------------------------------------------
+    def _decode_config(self, gen_kwargs: dict[str, Any]) -> DecodeConfig:
+        temperature = float(gen_kwargs.get("temperature") or 0.0)
+        if temperature > 0 or gen_kwargs.get("do_sample"):
+            raise ArgsError(
+                f"the task asks for sampling (temperature={temperature}, do_sample={gen_kwargs.get('do_sample')}); "
+                "lvspec backends decode greedily only: set temperature: 0 in the task's generation_kwargs "
+                "or pass --gen_kwargs temperature=0"
+            )
+        until = gen_kwargs.get("until") or ()
+        until = (until,) if isinstance(until, str) else tuple(until)
+        max_new = int(gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
+        eos = self.target.tokenizer.eos_token_id
+        return DecodeConfig(max_new_tokens=max_new, eos_ids=(eos,) if eos is not None else (),
+                            num_draft_tokens=self.args.num_draft_tokens, until=until)
+
+    def _prepare(self, messages: Any) -> dict[str, Any]:
+        chat = ChatMessages(messages=messages)
+        _, videos, _ = chat.extract_media()
+        hf_messages = chat.to_hf_messages(video_kwargs=self.target.video_kwargs(list(videos)))
+        return self.target.prepare(hf_messages)
+
+    def _text(self, tokens: list[int], until: tuple[str, ...]) -> str:
+        text = self.target.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return cut_at_until(text, until)
+
+    def _run(self, method_args: LVSpecArgs, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> DecodeResult:
+        ar = method_args.method == "ar"
+        stop = None
+        if cfg.until:
+            tok = self.target.tokenizer
+
+            def stop(tokens: list[int]) -> bool:
+                text = tok.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                return any(u and u in text for u in cfg.until)
+
+        rule = None if ar else self.rule
+        capture = method_args.relevance_layer if (rule is not None and rule.needs_anchors
+                                                  and method_args.relevance_repr == "hidden") else None
+        return decode(
+            self.target, inputs, cfg,
+            draft=None if ar else self.draft,
+            rule=rule,
+            anchor_factory=self._anchor_factory,
+            capture_layer=capture,
+            generator=torch.Generator().manual_seed(seed),
+            stop=stop,
+        )
+
+    def _decode_sample(self, inputs: dict[str, Any], gen_kwargs: dict[str, Any], seed: int) -> tuple[str, dict[str, Any]]:
+        cfg = self._decode_config(gen_kwargs)
+        res = self._run(self.args, inputs, cfg, seed)
+        text = self._text(res.tokens, cfg.until)
+        fields = decode_fields(res, cfg.num_draft_tokens if self.args.method != "ar" else 0)
+        fields["text"] = text
+        if self.args.paired_baseline and self.args.method != "ar":
+            ar_res = self._run(self.args.replace(method="ar"), inputs, cfg, seed)
+            fields.update(paired_fields(res, ar_res, text, self._text(ar_res.tokens, cfg.until)))
+        fields["max_new_tokens"] = cfg.max_new_tokens
+        fields["prompt_tokens"] = int(inputs["input_ids"].shape[-1])
+        return text, fields
+
+    def _anchor_factory(self, prefill: Prefill, session: Session):
+        a = self.args
+        if a.relevance_repr == "hidden":
+            visual = prefill.hidden[~prefill.text_mask] if prefill.visual_features is not None else None
+            prompt = prefill.hidden[prefill.text_mask]
+        else:
+            visual = prefill.visual_features
+            prompt = session.embed(prefill.prompt_ids[prefill.text_mask])
+        return build_anchor_finder(visual=visual, prompt_reps=prompt, top_n=a.top_n, rule=a.anchor_rule,
+                                   relax_ratio=a.relax_ratio, side=a.anchor_side, repr_kind=a.relevance_repr,
+                                   embed=session.embed)
+
+    def _base_record(self, task: str, split: str, doc_id: Any) -> dict[str, Any]:
+        a = self.args
+        return {
+            "record_version": RECORD_VERSION,
+            "lvspec_eval_version": __version__,
+            "task": task, "split": split, "doc_id": doc_id,
+            "method": a.method,
+            "family": self.family,
+            "target": a.pretrained,
+            "draft": None if a.method == "ar" else a.draft_pretrained,
+            "params": a.rule_params(),
+            "dtype": a.dtype,
+            "device": str(self.target.input_device),
+            "rank": self._rank,
+            "world_size": self._world_size,
+            "paired_baseline": a.paired_baseline,
+        }
+
+    def _log_run(self, records: list[dict[str, Any]]) -> None:
+        ok = [r for r in records if not r.get("error")]
+        tokens = sum(r["new_tokens"] for r in ok)
+        elapsed = sum(r["total_s"] for r in ok)
+        log_metrics(total_elapsed_time=elapsed, total_gen_tokens=tokens,
+                    avg_speed=tokens / elapsed if elapsed else 0.0,
+                    additional_metrics={k: v for k, v in run_means(records).items()})

@@ -1,0 +1,1 @@
+"""Per-round counters, synced timers, per-sample records, fidelity measures."""
