@@ -1,0 +1,1 @@
+"""Test fixtures: tiny random Qwen2.5-VL checkpoints, the offline Qwen tokenizer and synthetic clips."""

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny random Qwen2.5-VL checkpoints (real architecture, real Qwen vocabulary)
+saved to disk, and real mp4 clips made here. Everything runs offline on the CPU in float32."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Small frames keep the tests fast: 8 frames at 112x112 -> 4 temporal slices x 16 merged tokens.
+VIDEO_ARGS = dict(max_num_frames=8, min_pixels=56 * 56, max_pixels=112 * 112)
+
+
+@pytest.fixture(scope="session")
+def ckpt_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_target(ckpt_root) -> str:
+    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl
+
+    return str(build_tiny_qwen2_5_vl(ckpt_root / "target", seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_draft(ckpt_root) -> str:
+    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl
+
+    return str(build_tiny_qwen2_5_vl(ckpt_root / "draft", seed=1))
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> list[str]:
+    from lvspec_eval.testing.tiny import make_clip
+
+    root = tmp_path_factory.mktemp("clips")
+    return [str(make_clip(root / f"clip_{i}.mp4", seed=i, frames=16)) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def qwen_target(tiny_target):
+    from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
+
+    return QwenVLAdapter.load(tiny_target, dtype="float32", device_map="cpu", **VIDEO_ARGS)
+
+
+@pytest.fixture(scope="session")
+def qwen_draft(tiny_draft):
+    from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
+
+    return QwenVLAdapter.load(tiny_draft, dtype="float32", device_map="cpu", **VIDEO_ARGS)
+
+
+def video_messages(adapter, clip: str, question: str = "Describe the video.") -> list:
+    return [{"role": "user", "content": [
+        {"type": "video", "video": clip, **adapter.video_kwargs([clip])},
+        {"type": "text", "text": question},
+    ]}]
+
+
+@pytest.fixture(scope="session")
+def qwen_inputs(qwen_target, clips) -> list[dict]:
+    return [qwen_target.prepare(video_messages(qwen_target, c)) for c in clips]

@@ -1,0 +1,127 @@
+"""The real `lmms-eval` CLI end to end on the tiny task, checked from the files it writes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvspec_eval.metrics.records import read_records
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "lvspec_tiny_caption"
+PIXELS = "max_num_frames=8,min_pixels=3136,max_pixels=12544"
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory) -> Path:
+    """A copy of tasks/lvspec_tiny with its clips, plus one doc whose video is missing."""
+    from lvspec_eval.testing.tiny import ensure_clips
+
+    dst = tmp_path_factory.mktemp("tasks") / "lvspec_tiny"
+    shutil.copytree(REPO / "tasks" / "lvspec_tiny", dst, ignore=shutil.ignore_patterns("videos", "__pycache__"))
+    ensure_clips(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def task_with_bad_doc(tmp_path_factory, task_dir) -> Path:
+    dst = tmp_path_factory.mktemp("tasks_bad") / "lvspec_tiny"
+    shutil.copytree(task_dir, dst)
+    with open(dst / "test.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "missing", "video": "no_such_clip.mp4", "question": "Describe the video.",
+                             "answer": "x"}) + "\n")
+    return dst
+
+
+def run_cli(model: str, model_args: str, task_dir: Path, out: Path, extra=()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device", "cpu",
+           "--include_path", str(task_dir), "--tasks", TASK, "--batch_size", "1", "--output_path", str(out),
+           "--log_samples", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out.parent, timeout=600)
+
+
+def outputs(out: Path) -> tuple[dict, list[dict]]:
+    """The results json and the samples of the run (the CLI exits 0 even on failure)."""
+    results = sorted(out.rglob("*_results.json"))
+    samples = sorted(out.rglob(f"*_samples_{TASK}.jsonl"))
+    assert results and samples, f"no results/samples under {out}"
+    with open(samples[-1]) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return json.loads(results[-1].read_text()), sorted(rows, key=lambda r: r["doc_id"])
+
+
+def response(sample: dict) -> str:
+    # lmms-eval drops `resps` when it equals `filtered_resps`
+    resp = sample.get("resps", sample["filtered_resps"])
+    while isinstance(resp, list):
+        resp = resp[0]
+    return resp
+
+
+def test_sd_run_records_and_results(tmp_path, tiny_target, tiny_draft, task_with_bad_doc):
+    stats = tmp_path / "records.jsonl"
+    args = (f"pretrained={tiny_target},draft_pretrained={tiny_draft},method=sd,num_draft_tokens=4,dtype=float32,"
+            f"device_map=cpu,{PIXELS},paired_baseline=true,stats_path={stats}")
+    proc = run_cli("lvspec_qwen", args, task_with_bad_doc, tmp_path / "out")
+    results, samples = outputs(tmp_path / "out")
+    records = read_records(stats)
+    assert len(samples) == 4 and len(records) == 4, proc.stderr[-3000:]
+    by_doc = {r["doc_id"]: r for r in records}
+    assert set(by_doc) == {s["doc_id"] for s in samples}
+
+    failed = [r for r in records if r.get("error")]
+    assert len(failed) == 1 and "no_such_clip.mp4" in failed[0]["error"]
+    for s in samples:
+        rec = by_doc[s["doc_id"]]
+        assert rec["task"] == TASK and rec["split"] == "test" and rec["method"] == "sd"
+        if rec.get("error"):
+            assert response(s) == ""
+            continue
+        assert response(s) == rec["text"]
+        # sd is lossless: the paired ar decode in the same process gives the same tokens
+        assert rec["exact_match_ar"] is True and rec["edit_sim_ar"] == 1.0 and rec["text"] == rec["ar_text"]
+        assert rec["new_tokens"] == 24 == len(rec["provenance"]) == len(rec["tokens"])
+        assert rec["tau"] == pytest.approx((rec["new_tokens"] - 1) / rec["rounds"])
+        assert rec["tau_excl"] == pytest.approx(rec["accepted_exact"] / rec["rounds"])
+        assert rec["accepted_loose"] == rec["accepted_shift"] == 0
+        assert sum(rec["accepted_per_position"]) == rec["accepted_exact"] and len(rec["accepted_per_position"]) == 4
+        assert rec["speedup_decode"] == pytest.approx(rec["ar_decode_s"] / rec["decode_s"])
+        assert rec["params"] == {"num_draft_tokens": 4} and rec["draft"] == tiny_draft
+        assert rec["total_s"] == pytest.approx(rec["prefill_s"] + rec["decode_s"])
+
+    thr = results["throughput"] if "throughput" in results else results["results"][TASK]
+    good = [r for r in records if not r.get("error")]
+    mean_tau = sum(r["tau"] for r in good) / len(good)
+    assert thr["avg_tau"] == pytest.approx(mean_tau)
+    assert thr["avg_exact_match_ar"] == 1.0 and "avg_speedup_decode" in thr
+    assert results["results"][TASK]["exact_match,none"] == pytest.approx(
+        sum(float(response(s).strip() == s["target"]) for s in samples) / 4)
+
+
+def test_ar_matches_builtin_qwen2_5_vl_backend(tmp_path, tiny_target, task_dir):
+    """Same checkpoint, same task, bf16 like the built-in backend: identical text."""
+    ours = run_cli("lvspec_qwen", f"pretrained={tiny_target},method=ar,dtype=bfloat16,device_map=cpu,{PIXELS},"
+                                  f"stats_path={tmp_path / 'ar.jsonl'}", task_dir, tmp_path / "ours")
+    _, ours_samples = outputs(tmp_path / "ours")
+    theirs = run_cli("qwen2_5_vl", f"pretrained={tiny_target},device_map=cpu,{PIXELS}", task_dir, tmp_path / "theirs")
+    _, their_samples = outputs(tmp_path / "theirs")
+    assert len(ours_samples) == len(their_samples) == 3, ours.stderr[-2000:] + theirs.stderr[-2000:]
+    for a, b in zip(ours_samples, their_samples):
+        assert a["doc_id"] == b["doc_id"]
+        assert response(a) and response(a) == response(b)
+    records = read_records(tmp_path / "ar.jsonl")
+    assert all(r["method"] == "ar" and r["tau"] == 1.0 and r["rounds"] == r["new_tokens"] - 1 for r in records)
+
+
+def test_unknown_model_arg_is_refused_with_the_valid_list(tmp_path, tiny_target, task_dir):
+    proc = run_cli("lvspec_qwen", f"pretrained={tiny_target},num_draft_token=3", task_dir, tmp_path / "out")
+    text = proc.stdout + proc.stderr
+    assert "unknown model arg(s) num_draft_token" in text and "num_draft_tokens" in text
+    assert not list((tmp_path / "out").rglob("*_results.json"))
