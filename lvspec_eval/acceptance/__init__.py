@@ -135,15 +135,18 @@ class FlyPlusRule(AcceptanceRule):
     def __init__(self, entropy_threshold: float = 0.3):
         self.entropy_threshold = float(entropy_threshold)
 
-    def _uncertain(self, view: RoundView) -> torch.Tensor:  # [K] bool
-        k = view.draft_ids.numel()
-        return top3_entropy(view.target_logits[:k]) >= self.entropy_threshold
+    def _loosen(self, view: RoundView, verdicts: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Mark LOOSE the candidate positions [K] bool where the target is unsure (entropy computed
+        only for candidates: a top-3 over the vocabulary per row is the rule's main cost)."""
+        rows = candidates.nonzero().view(-1)
+        if rows.numel():
+            unsure = top3_entropy(view.target_logits[rows.to(view.target_logits.device)]) >= self.entropy_threshold
+            verdicts[rows[unsure.cpu()]] = LOOSE
+        return verdicts
 
     def judge(self, view: RoundView) -> torch.Tensor:
         exact = view.exact
-        verdicts = exact.to(torch.int8)
-        verdicts[~exact & self._uncertain(view)] = LOOSE
-        return verdicts
+        return self._loosen(view, exact.to(torch.int8), ~exact)
 
 
 class FlyRule(FlyPlusRule):
@@ -170,9 +173,7 @@ class FlyRule(FlyPlusRule):
                 runs = exact.to(torch.int32).unfold(0, need, 1).sum(-1) == need  # window starting at j
                 # window for position i starts at i+1
                 future_ok[: k - need] = runs[1 : k - need + 1]
-        verdicts = exact.to(torch.int8)
-        verdicts[~exact & future_ok & self._uncertain(view)] = LOOSE
-        return verdicts
+        return self._loosen(view, exact.to(torch.int8), ~exact & future_ok)
 
 
 class RandomRule(AcceptanceRule):

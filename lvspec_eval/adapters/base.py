@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import torch
 
+from lvspec_eval.metrics.timing import Stopwatch
+
 
 @dataclass
 class Prefill:
@@ -38,6 +40,8 @@ class Session:
         self.length = length
         self.capture_layer = capture_layer
         self.last_hidden: Optional[torch.Tensor] = None  # [k, H] of the last extend, if capturing
+        self.profile = False  # when True, extend() accumulates its device-synchronised time
+        self.forward_s = 0.0
 
     @property
     def vocab_size(self) -> int:
@@ -54,8 +58,13 @@ class Session:
         pos = self.position_ids(k)
         if pos is not None:
             kwargs["position_ids"] = pos
+        watch = Stopwatch(self.adapter.input_device) if self.profile else None
+        if watch:
+            watch.start()
         with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured:
             out = self.adapter.model(**kwargs)
+        if watch:
+            self.forward_s += watch.stop()
         self.length += k
         if captured:
             self.last_hidden = captured[-1][0]

@@ -234,10 +234,19 @@ class LVSpecBackend(lmms):
             "params": a.rule_params(),
             "dtype": a.dtype,
             "device": str(self.target.input_device),
+            "device_name": self._device_name(),
             "rank": self._rank,
             "world_size": self._world_size,
             "paired_baseline": a.paired_baseline,
         }
+
+    def _device_name(self) -> str:
+        device = self.target.input_device
+        if device.type == "cuda":
+            return torch.cuda.get_device_name(device)
+        import platform
+
+        return platform.processor() or platform.machine() or "cpu"
 
     def _log_run(self, records: list[dict[str, Any]]) -> None:
         ok = [r for r in records if not r.get("error")]
