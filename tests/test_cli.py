@@ -125,3 +125,13 @@ def test_unknown_model_arg_is_refused_with_the_valid_list(tmp_path, tiny_target,
     text = proc.stdout + proc.stderr
     assert "unknown model arg(s) num_draft_token" in text and "num_draft_tokens" in text
     assert not list((tmp_path / "out").rglob("*_results.json"))
+
+
+def test_context_limit_fails_samples_with_a_clear_record(tmp_path, tiny_target, task_dir):
+    stats = tmp_path / "r.jsonl"
+    run_cli("lvspec_qwen", f"pretrained={tiny_target},method=ar,dtype=float32,device_map=cpu,{PIXELS},max_length=50,"
+                           f"stats_path={stats}", task_dir, tmp_path / "out")
+    _, samples = outputs(tmp_path / "out")
+    records = read_records(stats)
+    assert len(records) == len(samples) == 3
+    assert all("exceeds the context limit (50)" in r["error"] for r in records)

@@ -196,8 +196,20 @@ class LVSpecBackend(lmms):
             stop=stop,
         )
 
+    def context_limit(self) -> Optional[int]:
+        if self.args.max_length:
+            return self.args.max_length
+        return getattr(self.target.model.config.get_text_config(), "max_position_embeddings", None)
+
     def _decode_sample(self, inputs: dict[str, Any], gen_kwargs: dict[str, Any], seed: int) -> tuple[str, dict[str, Any]]:
         cfg = self._decode_config(gen_kwargs)
+        prompt_tokens = int(inputs["input_ids"].shape[-1])
+        limit = self.context_limit()
+        if limit and prompt_tokens + cfg.max_new_tokens > limit:
+            raise ValueError(
+                f"prompt ({prompt_tokens} tokens, video included) + max_new_tokens ({cfg.max_new_tokens}) exceeds the "
+                f"context limit ({limit}); lower max_num_frames or max_pixels, or max_new_tokens"
+            )
         res = self._run(self.args, inputs, cfg, seed)
         text = self._text(res.tokens, cfg.until)
         fields = decode_fields(res, cfg.num_draft_tokens if self.args.method != "ar" else 0)
@@ -206,7 +218,7 @@ class LVSpecBackend(lmms):
             ar_res = self._run(self.args.replace(method="ar"), inputs, cfg, seed)
             fields.update(paired_fields(res, ar_res, text, self._text(ar_res.tokens, cfg.until)))
         fields["max_new_tokens"] = cfg.max_new_tokens
-        fields["prompt_tokens"] = int(inputs["input_ids"].shape[-1])
+        fields["prompt_tokens"] = prompt_tokens
         return text, fields
 
     def _anchor_factory(self, prefill: Prefill, session: Session):

@@ -82,7 +82,7 @@ def decode_fields(res: Any, num_draft_tokens: int) -> dict[str, Any]:
         "accepted_loose": res.accepted_loose,
         "accepted_shift": res.accepted_shift,
         "acceptance_rate": _ratio(res.accepted, res.proposed),
-        "accepted_per_position": list(res.accepted_per_position) or [0] * 0,
+        "accepted_per_position": list(res.accepted_per_position),
         "num_draft_tokens": num_draft_tokens,
         "prefill_s": res.prefill_s,
         "decode_s": res.decode_s,
