@@ -99,7 +99,7 @@ def test_lvspec_relaxed_accepts_more_and_counts_add_up(qwen_target, qwen_draft, 
     assert lv.accepted > sd.accepted and lv.accepted_loose > 0
     assert len(lv.tokens) == len(lv.provenance) == len(lv.anchor_flags) == N_NEW
     assert lv.accepted == sum(lv.accepted_per_position) == sum(c in "ELS" for c in lv.provenance)
-    assert lv.rounds == sum(c in "CB" for c in lv.provenance)
+    assert lv.rounds == sum(c in "CBT" for c in lv.provenance)
 
 
 def test_hidden_representation_runs_and_lambda0_is_sd(qwen_target, qwen_draft, qwen_inputs, ar_runs):

@@ -9,7 +9,8 @@ proposes EOS, or when fewer than K+1 tokens remain to max_new_tokens).
 
 Provenance codes, one per emitted token (see `lvspec_eval.acceptance` for the glossary):
   P  first token, from the target's prefill     E  draft token accepted exactly
-  T  plain target step (`ar`)                   L  draft token accepted loosely
+  T  plain target step (`ar`, or a round that   L  draft token accepted loosely
+     drafted nothing because 1 token remained)
   C  correction t_i after a rejection           S  draft anchor salvaged by position shift
   B  bonus t_{K+1} after a fully accepted block
 Anchor flags, one per emitted token: 'a' anchor, 'f' filler, '-' not judged (no relevance).
@@ -146,7 +147,7 @@ def decode(
         res.proposed += k
         emitted = draft_ids[:n] + [int(target_ids[n])]
         codes = [_CODE[int(v)] for v in verdicts[:n]] if n else []
-        codes.append(("B" if n == k else "C") if speculative else "T")
+        codes.append("T" if k == 0 else ("B" if n == k else "C"))  # k == 0: nothing drafted, a plain step
         for i, (tok, code) in enumerate(zip(emitted, codes)):
             tokens.append(tok)
             prov.append(code)
