@@ -33,7 +33,9 @@ __all__ = [
     "build_tiny_qwen2_5_vl",
     "default_cache_root",
     "ensure_clips",
+    "encode_mp4",
     "make_clip",
+    "write_mp4",
     "qwen_tokenizer",
 ]
 
@@ -245,26 +247,54 @@ def build_tiny_qwen2_5_vl(
         raise FileExistsError(f"{out_dir} is not empty and holds no complete tiny checkpoint")
 
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     dtype = torch.float32 if dtype is None else dtype
+    config = tiny_qwen2_5_vl_config(hidden=hidden, layers=layers, vision_hidden=vision_hidden,
+                                    vision_depth=vision_depth, vocab_size=vocab_size, init_std=init_std)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype).eval()
+    info = {"seed": seed, "hidden": hidden, "layers": layers, "vision_hidden": vision_hidden,
+            "vision_depth": vision_depth, "vocab_size": vocab_size, "dtype": str(dtype), "init_std": init_std}
+    return save_qwen2_5_vl_checkpoint(model, out_dir, info)
+
+
+#: Real Qwen2.5-VL ids of the vision tokens (a reduced-vocabulary model remaps them).
+QWEN_VISION_IDS = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+                   "vision_end_token_id": 151653}
+
+
+def tiny_qwen2_5_vl_config(
+    hidden: int = 64,
+    layers: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 1,
+    vocab_size: int = 151936,
+    init_std: float = 0.3,
+    intermediate: int | None = None,
+    token_ids: dict[str, int] | None = None,
+) -> Any:
+    """A small ``Qwen2_5_VLConfig`` (see :func:`build_tiny_qwen2_5_vl` for the layout).
+
+    ``token_ids`` overrides the vision token ids (:data:`QWEN_VISION_IDS`) and the text model's
+    ``bos/eos/pad_token_id``, for models trained on a reduced vocabulary; ``intermediate`` defaults to ``2 * hidden``.
+    """
+    from transformers import Qwen2_5_VLConfig
+
     heads = max(1, hidden // 16)
     if hidden % heads or (hidden // heads) % 4:
         raise ValueError(f"hidden={hidden} must split into heads with head_dim divisible by 4")
     head_dim = hidden // heads
     vision_heads = max(1, vision_hidden // 16)
+    ids = {**QWEN_VISION_IDS, "bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643,
+           **(token_ids or {})}
+    text_ids = {k: ids.pop(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": vocab_size,
             "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
+            "intermediate_size": intermediate or 2 * hidden,
             "num_hidden_layers": layers,
             "num_attention_heads": heads,
             "num_key_value_heads": max(1, heads // 2),
@@ -277,9 +307,7 @@ def build_tiny_qwen2_5_vl(
                 "rope_theta": 1e6,
                 "mrope_section": _mrope_section(head_dim),
             },
-            "bos_token_id": 151643,
-            "eos_token_id": 151645,
-            "pad_token_id": 151643,
+            **text_ids,
         },
         vision_config={
             "depth": vision_depth,
@@ -295,20 +323,23 @@ def build_tiny_qwen2_5_vl(
             "fullatt_block_indexes": [vision_depth - 1],
             "initializer_range": init_std,
         },
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
         tie_word_embeddings=True,
+        **ids,
     )
-    config.eos_token_id = 151645  # not a declared field of the composite config; kept for readers
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype).eval()
+    config.eos_token_id = text_ids["eos_token_id"]  # not a declared field of the composite config; kept for readers
+    return config
+
+
+def save_qwen2_5_vl_checkpoint(model: Any, out_dir: Path, info: dict[str, Any]) -> Path:
+    """Save ``model`` (full Qwen vocabulary) with the real processor, tokenizer, chat template and
+    generation config to ``out_dir`` as an ordinary HF checkpoint folder; atomic (temp folder +
+    rename), marker file ``info`` written last. Returns ``out_dir``."""
+    from transformers import GenerationConfig, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    out_dir = Path(out_dir)
     model.generation_config = GenerationConfig(
         bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643, do_sample=False
     )
-
     tokenizer = qwen_tokenizer()
     tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
     processor = Qwen2_5_VLProcessor(
@@ -330,8 +361,6 @@ def build_tiny_qwen2_5_vl(
     try:
         model.save_pretrained(str(tmp))
         processor.save_pretrained(str(tmp))
-        info = {"seed": seed, "hidden": hidden, "layers": layers, "vision_hidden": vision_hidden,
-                "vision_depth": vision_depth, "vocab_size": vocab_size, "dtype": str(dtype), "init_std": init_std}
         (tmp / _CHECKPOINT_MARKER).write_text(json.dumps(info, indent=1) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -372,35 +401,48 @@ def make_clip(path: Path, seed: int, frames: int = 16, size: int = 112, fps: int
     """Write a deterministic ``size`` x ``size`` H.264 (yuv420p) mp4 with exactly ``frames`` frames.
 
     The clip shows a coloured square or disc bouncing over a plain background; colours, shape and
-    motion depend on ``seed`` only. ``size`` should be even (yuv420p). The file is written to a
-    temporary name and renamed, so readers never see a partial file.
+    motion depend on ``seed`` only. ``size`` should be even (yuv420p).
     """
-    import av
-
     if size % 2:
         raise ValueError("size must be even for yuv420p")
+    return write_mp4(path, _clip_frames(seed, frames, size), fps=fps)
+
+
+def write_mp4(path: Path, frames: Any, fps: int = 8) -> Path:
+    """Write RGB ``frames`` (uint8, (T, H, W, 3), even H and W) as an H.264 yuv420p mp4, atomically.
+
+    The file is written to a temporary name and renamed, so readers never see a partial file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
     os.close(fd)
     try:
-        with av.open(tmp_name, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width = size
-            stream.height = size
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
-            for rgb in _clip_frames(seed, frames, size):
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode(None):
-                container.mux(packet)
+        encode_mp4(frames, tmp_name, fps=fps)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def encode_mp4(frames: Any, target: Any, fps: int = 8) -> None:
+    """Encode RGB ``frames`` to ``target`` (a path or a binary file object) as H.264 yuv420p mp4."""
+    import av
+
+    height, width = frames.shape[1:3]
+    with av.open(target, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
 
 
 def ensure_clips(task_dir: Path, frames: int = 16, size: int = 112, fps: int = 8) -> list[Path]:
