@@ -73,9 +73,14 @@ def stage_two(coords: torch.Tensor, exclude: torch.Tensor, count: int) -> torch.
     if count <= 0 or cand.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
     c = coords[cand].long()
-    frames = int(c[:, 0].max()) + 1
-    key = bayer_rank(c[:, 1], c[:, 2]) * frames + c[:, 0]
-    order = torch.sort(key, stable=True).indices
+    frame, rank = c[:, 0], bayer_rank(c[:, 1], c[:, 2])
+    # within-frame order of the free cells (0 = best remaining cell of its frame)
+    by_frame = torch.sort(frame * (int(rank.max()) + 1) + rank, stable=True).indices
+    sorted_frames = frame[by_frame].contiguous()
+    within = torch.empty_like(by_frame)
+    within[by_frame] = torch.arange(by_frame.numel()) - torch.searchsorted(sorted_frames, sorted_frames)
+    # round robin over frames: every frame takes its next cell before any frame takes one more
+    order = torch.sort(within * (int(frame.max()) + 1) + frame, stable=True).indices
     return cand[order[:count]]
 
 
