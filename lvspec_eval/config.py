@@ -24,6 +24,14 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3
 #: Paper defaults (arXiv 2604.05650): Qwen2.5-VL-32B target drafted by the 7B sibling.
 DEFAULT_TARGET = "Qwen/Qwen2.5-VL-32B-Instruct"
 DEFAULT_DRAFT = "Qwen/Qwen2.5-VL-7B-Instruct"
+#: Paper's second family: LLaVA-OneVision-72B drafted by the 7B sibling (backend `lvspec_llava_ov`).
+DEFAULT_LLAVA_OV_TARGET = "llava-hf/llava-onevision-qwen2-72b-ov-hf"
+DEFAULT_LLAVA_OV_DRAFT = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+#: SpecVLM (method.md section 5): share of video tokens the pruned drafter keeps.
+DEFAULT_DRAFT_VIDEO_KEEP = 0.1
+#: Methods whose drafter sees a pruned video unless `draft_video_keep` says otherwise; Self-SD
+#: (`draft_pretrained=self`) always defaults to pruning as well.
+PRUNED_BY_DEFAULT = ("specvlm",)
 
 
 class ArgsError(ValueError):
@@ -59,6 +67,11 @@ class LVSpecArgs:
     paired_baseline: bool = False
     stats_path: Optional[str] = None  # None: lvspec_runs/<UTC timestamp>_<method>.jsonl
     max_length: Optional[int] = None  # context limit; None: the target config's max_position_embeddings
+    # SpecVLM pruning of the drafter's video; None: DEFAULT_DRAFT_VIDEO_KEEP for `specvlm` and Self-SD,
+    # 1.0 (no pruning) otherwise; < 1 prunes for any drafting method (e.g. `lvspec`)
+    draft_video_keep: Optional[float] = None
+    draft_video_mass: float = 0.5  # stage I: attention-mass share covered by top-attention tokens
+    draft_video_layer: int = -1  # target decoder layer whose prefill attention ranks video tokens
 
     # ---- parsing -------------------------------------------------------------------------
     @classmethod
@@ -101,10 +114,23 @@ class LVSpecArgs:
             raise ArgsError(f"max_pixels ({self.max_pixels}) must be >= min_pixels ({self.min_pixels})")
         if self.fps is not None and self.fps <= 0:
             raise ArgsError(f"fps must be > 0 (got {self.fps}); leave it unset to use max_num_frames")
+        if self.draft_video_keep is not None and not (0.0 < self.draft_video_keep <= 1.0):
+            raise ArgsError(f"draft_video_keep={self.draft_video_keep} is out of range; it must lie in (0, 1] "
+                            "(the share of video tokens the drafter keeps; 1 = no pruning)")
+        _bounded("draft_video_mass", self.draft_video_mass, 0.0, 1.0)
         if not self.pretrained:
             raise ArgsError("pretrained is empty: give a hub name or a local checkpoint folder")
         if self.method != "ar" and not self.draft_pretrained:
             raise ArgsError(f"method={self.method} needs draft_pretrained (a hub name, a local folder, or 'self')")
+
+    def video_keep(self) -> float:
+        """Effective share of video tokens the drafter keeps (1.0: no pruning; `ar` drafts nothing)."""
+        if self.method == "ar":
+            return 1.0
+        if self.draft_video_keep is not None:
+            return self.draft_video_keep
+        pruned = self.method in PRUNED_BY_DEFAULT or self.draft_pretrained == "self"
+        return DEFAULT_DRAFT_VIDEO_KEEP if pruned else 1.0
 
     def rule_params(self) -> dict[str, Any]:
         """The settings that define a decoding method's behaviour (recorded with every sample)."""
@@ -118,7 +144,11 @@ class LVSpecArgs:
             "fly_plus": ("num_draft_tokens", "fly_entropy"),
             "random": ("num_draft_tokens", "random_accept", "seed"),
         }[self.method]
-        return {k: getattr(self, k) for k in keys}
+        params = {k: getattr(self, k) for k in keys}
+        if self.video_keep() < 1.0 or self.method == "specvlm":
+            params.update(draft_video_keep=self.video_keep(), draft_video_mass=self.draft_video_mass,
+                          draft_video_layer=self.draft_video_layer)
+        return params
 
     def replace(self, **changes: Any) -> "LVSpecArgs":
         new = dataclasses.replace(self, **changes)

@@ -65,3 +65,42 @@ def video_messages(adapter, clip: str, question: str = "Describe the video.") ->
 @pytest.fixture(scope="session")
 def qwen_inputs(qwen_target, clips) -> list[dict]:
     return [qwen_target.prepare(video_messages(qwen_target, c)) for c in clips]
+
+
+# -- LLaVA-OneVision (tiny, real architecture, real Qwen2 vocabulary) ------------------------------
+LLAVA_VIDEO_ARGS = dict(max_num_frames=8)  # 8 frames at 112x112 -> 8 x 16 pooled tokens + 1 newline
+#: drafter embedding rows differ from the target's (151936), as LLaVA-OneVision 0.5B/7B/72B do
+LLAVA_DRAFT_VOCAB = 152064
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_target(ckpt_root) -> str:
+    from lvspec_eval.testing.tiny_llava import build_tiny_llava_onevision
+
+    return str(build_tiny_llava_onevision(ckpt_root / "llava_target", seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_draft(ckpt_root) -> str:
+    from lvspec_eval.testing.tiny_llava import build_tiny_llava_onevision
+
+    return str(build_tiny_llava_onevision(ckpt_root / "llava_draft", seed=1, vocab_size=LLAVA_DRAFT_VOCAB))
+
+
+@pytest.fixture(scope="session")
+def llava_target(tiny_llava_target):
+    from lvspec_eval.adapters.llava_onevision import LlavaOnevisionAdapter
+
+    return LlavaOnevisionAdapter.load(tiny_llava_target, dtype="float32", device_map="cpu", **LLAVA_VIDEO_ARGS)
+
+
+@pytest.fixture(scope="session")
+def llava_draft(tiny_llava_draft):
+    from lvspec_eval.adapters.llava_onevision import LlavaOnevisionAdapter
+
+    return LlavaOnevisionAdapter.load(tiny_llava_draft, dtype="float32", device_map="cpu", **LLAVA_VIDEO_ARGS)
+
+
+@pytest.fixture(scope="session")
+def llava_inputs(llava_target, clips) -> list[dict]:
+    return [llava_target.prepare(video_messages(llava_target, c)) for c in clips]

@@ -135,3 +135,42 @@ def test_context_limit_fails_samples_with_a_clear_record(tmp_path, tiny_target, 
     records = read_records(stats)
     assert len(records) == len(samples) == 3
     assert all("exceeds the context limit (50)" in r["error"] for r in records)
+
+
+LLAVA_FRAMES = 8
+
+
+def test_llava_ov_ar_matches_builtin_llava_hf_backend(tmp_path, tiny_llava_target, task_dir):
+    """`lvspec_llava_ov` method=ar == lmms-eval's simple `llava_hf` (decord frames), same checkpoint
+    and task, bf16 in both."""
+    ours = run_cli("lvspec_llava_ov", f"pretrained={tiny_llava_target},method=ar,dtype=bfloat16,device_map=cpu,"
+                                      f"max_num_frames={LLAVA_FRAMES},stats_path={tmp_path / 'ar.jsonl'}",
+                   task_dir, tmp_path / "ours")
+    _, ours_samples = outputs(tmp_path / "ours")
+    theirs = run_cli("llava_hf", f"pretrained={tiny_llava_target},device_map=cpu,dtype=bfloat16,"
+                                 f"max_frames_num={LLAVA_FRAMES}", task_dir, tmp_path / "theirs", extra=["--force_simple"])
+    _, their_samples = outputs(tmp_path / "theirs")
+    assert len(ours_samples) == len(their_samples) == 3, ours.stderr[-2000:] + theirs.stderr[-2000:]
+    for a, b in zip(ours_samples, their_samples):
+        assert a["doc_id"] == b["doc_id"]
+        assert response(a) and response(a) == response(b)
+    records = read_records(tmp_path / "ar.jsonl")
+    assert all(r["family"] == "llava_onevision" and r["new_tokens"] == 24 for r in records)
+    assert all(r["video_tokens"] == LLAVA_FRAMES * 16 + 1 and r["draft_video_tokens"] is None for r in records)
+
+
+def test_llava_ov_specvlm_run_is_lossless_with_a_pruned_padded_drafter(tmp_path, tiny_llava_target, tiny_llava_draft,
+                                                                      task_dir):
+    stats = tmp_path / "r.jsonl"
+    args = (f"pretrained={tiny_llava_target},draft_pretrained={tiny_llava_draft},method=specvlm,num_draft_tokens=4,"
+            f"dtype=float32,device_map=cpu,max_num_frames={LLAVA_FRAMES},paired_baseline=true,stats_path={stats}")
+    proc = run_cli("lvspec_llava_ov", args, task_dir, tmp_path / "out")
+    _, samples = outputs(tmp_path / "out")
+    records = read_records(stats)
+    assert len(records) == len(samples) == 3, proc.stderr[-3000:]
+    for r in records:
+        assert not r.get("error") and r["method"] == "specvlm"
+        assert r["exact_match_ar"] is True and r["text"] == r["ar_text"]
+        assert r["video_tokens"] == 129 and r["draft_video_tokens"] == 13
+        assert r["params"] == {"num_draft_tokens": 4, "draft_video_keep": 0.1, "draft_video_mass": 0.5,
+                               "draft_video_layer": -1}

@@ -37,6 +37,9 @@ def test_coercion_from_cli_strings():
     ({"anchor_rule": "top"}, "anchor_rule"),
     ({"num_draft_tokens": 0}, "num_draft_tokens"),
     ({"min_pixels": 10, "max_pixels": 5}, "max_pixels"),
+    ({"draft_video_keep": 0}, r"draft_video_keep=0.* \(0, 1\]"),
+    ({"draft_video_keep": 1.5}, "draft_video_keep"),
+    ({"draft_video_mass": -0.1}, "draft_video_mass"),
 ])
 def test_bad_values_name_the_problem(kwargs, needle):
     with pytest.raises(ArgsError, match=needle):
@@ -46,6 +49,21 @@ def test_bad_values_name_the_problem(kwargs, needle):
 def test_rule_params_are_the_method_settings():
     assert LVSpecArgs(method="sd").rule_params() == {"num_draft_tokens": 10}
     assert set(LVSpecArgs(method="lvspec").rule_params()) >= {"relax_ratio", "top_n", "shift_window", "anchor_rule", "anchor_side"}
+
+
+def test_draft_video_keep_defaults_per_method():
+    """specvlm and Self-SD prune to 10% unless told otherwise; other methods prune only when asked."""
+    assert LVSpecArgs(method="specvlm").video_keep() == 0.1
+    assert LVSpecArgs(method="sd", draft_pretrained="self").video_keep() == 0.1
+    assert LVSpecArgs(method="lvspec", draft_pretrained="self").video_keep() == 0.1
+    assert LVSpecArgs(method="sd").video_keep() == 1.0 and LVSpecArgs(method="lvspec").video_keep() == 1.0
+    assert LVSpecArgs(method="lvspec", draft_video_keep=0.2).video_keep() == 0.2
+    assert LVSpecArgs(method="specvlm", draft_video_keep=1.0).video_keep() == 1.0
+    assert LVSpecArgs(method="ar", draft_video_keep=0.2).video_keep() == 1.0  # ar drafts nothing
+    assert LVSpecArgs(method="specvlm").rule_params() == {
+        "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.5, "draft_video_layer": -1}
+    assert "draft_video_keep" in LVSpecArgs(method="lvspec", draft_video_keep=0.3).rule_params()
+    assert "draft_video_keep" not in LVSpecArgs(method="lvspec").rule_params()
 
 
 def test_entry_point_module_does_not_import_torch():
@@ -68,6 +86,8 @@ def test_lmms_eval_finds_the_backend():
         "import lmms_eval.models as m\n"
         "man = m.MODEL_REGISTRY_V2.get_manifest('lvspec_qwen')\n"
         "assert man.chat_class_path == 'lvspec_eval.lmms.qwen.LVSpecQwen', man\n"
+        "man = m.MODEL_REGISTRY_V2.get_manifest('lvspec_llava_ov')\n"
+        "assert man.chat_class_path == 'lvspec_eval.lmms.llava_ov.LVSpecLlavaOV', man\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

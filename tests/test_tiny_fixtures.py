@@ -110,3 +110,26 @@ def test_ensure_clips_for_tiny_task():
     paths = ensure_clips(TASK_DIR)
     assert [p.name for p in paths] == ["clip_0.mp4", "clip_1.mp4", "clip_2.mp4"]
     assert all(p.is_file() and p.parent == TASK_DIR / "videos" for p in paths)
+
+
+def test_llava_onevision_tokenizer_ids_and_checkpoint_load_by_path(tmp_path):
+    import torch
+    from transformers import AutoProcessor, AutoTokenizer, LlavaOnevisionForConditionalGeneration
+
+    from lvspec_eval.testing.tiny_llava import LLAVA_ONEVISION_CHAT_TEMPLATE, build_tiny_llava_onevision
+
+    tok = qwen_tokenizer(layout="llava_onevision")
+    assert len(tok) == 151648 and tok("Hello world")["input_ids"] == [9707, 1879]
+    assert tok.convert_tokens_to_ids(["<image>", "<video>"]) == [151646, 151647]
+    path = build_tiny_llava_onevision(tmp_path / "llava", seed=0, vocab_size=152000)
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    assert model.get_output_embeddings().weight.shape[0] == 152000
+    processor = AutoProcessor.from_pretrained(path)
+    loaded = AutoTokenizer.from_pretrained(path)
+    assert loaded.get_vocab() == tok.get_vocab() and loaded.chat_template == LLAVA_ONEVISION_CHAT_TEMPLATE
+    # string content (lmms-eval's llava_hf) and list content render the same prompt
+    as_string = loaded.apply_chat_template([{"role": "user", "content": "<video>\nHi"}], tokenize=False,
+                                           add_generation_prompt=True)
+    as_list = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Hi"}]}],
+                                            tokenize=False, add_generation_prompt=True)
+    assert as_string == as_list == "<|im_start|>user <video>\nHi<|im_end|><|im_start|>assistant\n"

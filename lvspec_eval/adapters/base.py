@@ -25,6 +25,9 @@ class Prefill:
     text_mask: torch.Tensor  # [S] bool, prompt positions that hold text (not visual placeholders)
     visual_features: Optional[torch.Tensor]  # [Nv, H] projected visual features inserted at prefill
     hidden: Optional[torch.Tensor]  # [S, H] hidden states at the capture layer (if asked)
+    video_coords: Optional[torch.Tensor] = None  # [Nvid, 3] long (frame, row, col) of each video token, prompt order
+    video_attention: Optional[torch.Tensor] = None  # [Nvid] attention from the prompt tokens after the video (if asked)
+    video_tokens_fed: Optional[int] = None  # video tokens this model prefilled on (< Nvid when pruned)
 
 
 class Session:
@@ -108,6 +111,64 @@ class _Capture:
             self.handle.remove()
 
 
+class _AttentionProbe:
+    """Context manager: the softmax attention of the prompt tokens after the video to each video
+    token, at one decoder layer of a prefill (mean over heads and query positions) -> [Nvid].
+
+    Works with any attention backend (sdpa, flash, eager): a forward pre-hook on the layer's
+    self-attention reads its input (normed hidden states and rotary cos/sin, as the layer gets
+    them) and recomputes, in float32, only the query rows after the video against all keys up to
+    them; the model's own forward is not touched. Assumes llama-style attention (q/k projections,
+    `rotary`, head_dim scaling), true of Qwen2 and Qwen2.5-VL's text model."""
+
+    def __init__(self, attn: torch.nn.Module, rotary: Any, video_rows: torch.Tensor, n_heads: int, head_dim: int):
+        self.attn, self.rotary = attn, rotary
+        self.video_rows = video_rows  # [Nvid] long, prompt positions of the video tokens
+        self.n_heads, self.head_dim = n_heads, head_dim
+        self.handle = None
+        self.result: Optional[torch.Tensor] = None  # [Nvid]
+
+    def __enter__(self) -> "_AttentionProbe":
+        def hook(module, args, kwargs):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)  # [1, S, H]
+            cos, sin = kwargs["position_embeddings"]  # [1, S, D] each
+            self.result = self.compute(module, hidden, cos, sin)
+
+        self.handle = self.attn.register_forward_pre_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+    def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        s = hidden.shape[1]
+        first_query = int(self.video_rows.max()) + 1
+        if first_query >= s:
+            return torch.zeros(self.video_rows.numel())
+        d = self.head_dim
+        q = attn.q_proj(hidden[:, first_query:]).view(1, s - first_query, -1, d).transpose(1, 2)  # [1, h, Q, D]
+        k = attn.k_proj(hidden).view(1, s, -1, d).transpose(1, 2)  # [1, kvh, S, D]
+        q, _ = self.rotary(q, q, cos[:, first_query:], sin[:, first_query:])
+        k, _ = self.rotary(k, k, cos, sin)
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # GQA: [1, h, S, D]
+        scores = (q.float() @ k.float().transpose(-1, -2)) * (d ** -0.5)  # [1, h, Q, S]
+        rows = torch.arange(first_query, s, device=scores.device).view(-1, 1)
+        cols = torch.arange(s, device=scores.device).view(1, -1)
+        scores = scores.masked_fill(cols > rows, float("-inf"))  # causal
+        probs = scores.softmax(-1)[0]  # [h, Q, S]
+        return probs[:, :, self.video_rows.to(probs.device)].mean(dim=(0, 1)).cpu()  # [Nvid]
+
+
+def kept_rows(video_rows: torch.Tensor, keep: torch.Tensor, length: int) -> torch.Tensor:
+    """Prompt rows a pruned prefill feeds: every non-video row and the kept video rows -> [S] bool.
+    video_rows: [Nvid] prompt positions of the video tokens; keep: [B] indices into them."""
+    rows = torch.ones(length, dtype=torch.bool)
+    rows[video_rows.cpu()] = False
+    rows[video_rows.cpu()[keep.cpu()]] = True
+    return rows
+
+
 class HFAdapter:
     """Shared HF plumbing; a family subclass adds input preparation and position ids."""
 
@@ -139,11 +200,29 @@ class HFAdapter:
             return _Capture(None)
         return _Capture(self.decoder_layers()[layer_index])
 
+    def attention_probe(self, layer_index: Optional[int], video_rows: torch.Tensor) -> Any:
+        """An `_AttentionProbe` on decoder layer `layer_index` (a no-op context when None)."""
+        import contextlib
+
+        if layer_index is None or video_rows.numel() == 0:
+            return contextlib.nullcontext(None)
+        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb  # llama-style rotary
+
+        cfg = self.model.config.get_text_config()
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        attn = self.decoder_layers()[layer_index].self_attn
+        return _AttentionProbe(attn, apply_rotary_pos_emb, video_rows, cfg.num_attention_heads, head_dim)
+
     def new_cache(self) -> Any:
         from transformers import DynamicCache
 
         return DynamicCache(config=self.model.config)
 
     # -- per family -------------------------------------------------------------------------
-    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None) -> tuple[Session, Prefill]:
+    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
+              attention_layer: Optional[int] = None) -> tuple[Session, Prefill]:
+        """Prefill on `inputs` (processor output). With `attention_layer`, Prefill.video_attention
+        holds the attention the prompt gets from the tokens after the video at that layer. With
+        `inputs[VIDEO_KEEP_KEY]` (indices into the video tokens), only those video tokens are fed,
+        each at its original position (SpecVLM drafter)."""
         raise NotImplementedError

@@ -51,3 +51,35 @@ def load_pretrained(model_class: Any, path: str, **kwargs: Any) -> Any:
         hint = " (HF_HUB_OFFLINE is set: only local folders and cached hub models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise CheckpointError(f"cannot load checkpoint {path!r}{hint}: {exc}") from exc
     return model.eval()
+
+
+class TokenizerMismatchError(ValueError):
+    """Target and drafter tokenize differently; speculative decoding needs one vocabulary."""
+
+
+def check_same_tokenizer(target_tok: Any, draft_tok: Any, target: str, draft: str) -> None:
+    """Refuse a target/drafter pair whose tokenizers differ (vocabulary, added or special tokens).
+
+    Embedding sizes may differ (LLaVA-OneVision pads 0.5B/7B/72B differently): the engine compares
+    logits over the shared range, so only the tokenizers must agree."""
+    if target_tok is draft_tok:
+        return
+    problems = []
+    t_vocab, d_vocab = target_tok.get_vocab(), draft_tok.get_vocab()
+    if t_vocab != d_vocab:
+        only_t = sorted(set(t_vocab) - set(d_vocab))[:5]
+        only_d = sorted(set(d_vocab) - set(t_vocab))[:5]
+        moved = sum(1 for tok, i in t_vocab.items() if tok in d_vocab and d_vocab[tok] != i)
+        problems.append(f"vocabularies differ ({len(t_vocab)} vs {len(d_vocab)} entries; only in target: {only_t}, "
+                        f"only in drafter: {only_d}; {moved} shared tokens with other ids)")
+    for attr in ("eos_token", "pad_token", "bos_token"):
+        if getattr(target_tok, attr, None) != getattr(draft_tok, attr, None):
+            problems.append(f"{attr} {getattr(target_tok, attr, None)!r} vs {getattr(draft_tok, attr, None)!r}")
+    if sorted(target_tok.all_special_tokens) != sorted(draft_tok.all_special_tokens):
+        problems.append("special tokens differ")
+    if problems:
+        raise TokenizerMismatchError(
+            f"target {target!r} and drafter {draft!r} use different tokenizers: {'; '.join(problems)}. "
+            "Speculative decoding needs the same tokenizer: pick a drafter of the same family "
+            "(e.g. Qwen2.5-VL-7B for Qwen2.5-VL-32B, LLaVA-OneVision-7B for LLaVA-OneVision-72B) or draft_pretrained=self"
+        )

@@ -7,15 +7,17 @@ from typing import Any, Optional
 
 import torch
 
-from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
+from lvspec_eval.adapters.base import HFAdapter, Prefill, Session, kept_rows
 from lvspec_eval.adapters.loading import load_pretrained, resolve_dtype
+from lvspec_eval.pruning import VIDEO_KEEP_KEY
 
 VIDEO_TOKEN_TYPE = 2
 IMAGE_TOKEN_TYPE = 1
 
 
 class QwenSession(Session):
-    """Keeps this sample's M-RoPE delta: text position p sits at rope position p + rope_delta."""
+    """Keeps this sample's M-RoPE delta: a token fed after `length` cached ones sits at rope
+    position length + rope_delta (for a pruned prefill the delta also counts the pruned tokens)."""
 
     rope_delta: int = 0
 
@@ -85,11 +87,41 @@ class QwenVLAdapter(HFAdapter):
         return dict(self.processor(text=text, images=images, videos=videos, video_metadata=metadata,
                                    padding=True, padding_side="right", return_tensors="pt"))
 
+    def video_coords(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """(frame, row, col) of each video token: per video a (t, h/m, w/m) merged grid in raster
+        order (m = spatial merge size), as get_rope_index lays them out."""
+        grids = inputs.get("video_grid_thw")
+        if grids is None:
+            return torch.zeros(0, 3, dtype=torch.long)
+        m = self.model.config.vision_config.spatial_merge_size
+        coords, frame0 = [], 0
+        for t, h, w in grids.tolist():
+            grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h // m), torch.arange(w // m),
+                                              indexing="ij"), -1)
+            coords.append(grid.view(-1, 3) + torch.tensor([frame0, 0, 0]))
+            frame0 += t
+        return torch.cat(coords)
+
+    def _features(self, inputs: dict[str, Any]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """This model's own merged image and video features: ([Ni, H] | None, [Nvid, H] | None)."""
+        inner = self.model.model
+        image = video = None
+        if inputs.get("pixel_values") is not None:
+            out = inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
+            image = torch.cat(list(out.pooler_output), 0)
+        if inputs.get("pixel_values_videos") is not None:
+            out = inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True)
+            video = torch.cat(list(out.pooler_output), 0)
+        return image, video
+
     # -- prefill ------------------------------------------------------------------------------
-    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None) -> tuple[QwenSession, Prefill]:
+    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
+              attention_layer: Optional[int] = None) -> tuple[QwenSession, Prefill]:
         device = self.input_device
         inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+        keep = inputs.pop(VIDEO_KEEP_KEY, None)
         input_ids = inputs["input_ids"]  # [1, S]
+        s = input_ids.shape[1]
         types = inputs.get("mm_token_type_ids")
         if types is None:
             types = torch.zeros_like(input_ids)
@@ -102,22 +134,44 @@ class QwenVLAdapter(HFAdapter):
             )
             rope_delta = int(deltas.view(-1)[0])
         else:
-            s = input_ids.shape[1]
             position_ids = torch.arange(s, device=device).view(1, 1, s).expand(3, 1, s)
             rope_delta = 0
+        video_rows = (types[0] == VIDEO_TOKEN_TYPE).nonzero().view(-1)  # [Nvid]
+        fed = int(video_rows.numel())
         cache = self.new_cache()
-        with torch.inference_mode(), self.capture(capture_layer) as captured:
-            out = self.model(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=1,
-                             **{self.cache_kwarg: cache})
-        session = QwenSession(self, cache, input_ids.shape[1], capture_layer)
+        with torch.inference_mode(), self.capture(capture_layer) as captured, \
+                self.attention_probe(attention_layer, video_rows) as probe:
+            if keep is None:
+                out = self.model(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+                                 **{self.cache_kwarg: cache})
+                visual = [o.pooler_output for o in (out.video_outputs, out.image_outputs) if o is not None]
+                visual = [torch.cat(list(v), 0) for v in visual]
+            else:
+                # pruned (SpecVLM drafter): kept video tokens keep their ORIGINAL 3D positions, and
+                # later tokens continue from the full prompt's positions (rope_delta grows by the
+                # number of pruned tokens, since this cache is that much shorter)
+                image, video = self._features(inputs)
+                embeds = self.model.get_input_embeddings()(input_ids)
+                for kind, feats in ((IMAGE_TOKEN_TYPE, image), (VIDEO_TOKEN_TYPE, video)):
+                    if feats is not None:
+                        embeds = embeds.masked_scatter((types == kind).unsqueeze(-1), feats.to(embeds.dtype))
+                rows = kept_rows(video_rows, keep, s).to(device)
+                fed = int(keep.numel())
+                out = self.model(inputs_embeds=embeds[:, rows], position_ids=position_ids[:, :, rows], use_cache=True,
+                                 logits_to_keep=1, **{self.cache_kwarg: cache})
+                visual = [v for v in (video, image) if v is not None]
+                rope_delta += s - int(rows.sum())
+                s = int(rows.sum())
+        session = QwenSession(self, cache, s, capture_layer)
         session.rope_delta = rope_delta
-        visual = [o.pooler_output for o in (out.video_outputs, out.image_outputs) if o is not None]
-        visual_features = torch.cat([torch.cat(list(v), 0) for v in visual], 0) if visual else None
         prefill = Prefill(
             logits=out.logits[0, -1],
             prompt_ids=input_ids[0],
             text_mask=(types[0] == 0),
-            visual_features=visual_features,
+            visual_features=torch.cat(visual, 0) if visual else None,
             hidden=captured[0][0] if captured else None,
+            video_coords=self.video_coords(inputs) if video_rows.numel() else None,
+            video_attention=probe.result if probe is not None else None,
+            video_tokens_fed=fed,
         )
         return session, prefill

@@ -28,6 +28,7 @@ from lvspec_eval.acceptance import EXACT, LOOSE, SHIFT, AcceptanceRule, RoundVie
 from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
 from lvspec_eval.config import DecodeConfig
 from lvspec_eval.metrics.timing import Stopwatch
+from lvspec_eval.pruning import VideoPruning
 
 _CODE = {EXACT: "E", LOOSE: "L", SHIFT: "S"}
 
@@ -48,6 +49,8 @@ class DecodeResult:
     stop_reason: str = ""  # eos | until | max_new_tokens
     draft_forward_s: float = 0.0  # only with profile=True: decode-time spent inside drafter forwards
     target_forward_s: float = 0.0  # only with profile=True: decode-time spent inside target forwards
+    video_tokens: Optional[int] = None  # video tokens in the target's prompt (None: no video)
+    draft_video_tokens: Optional[int] = None  # video tokens the drafter prefilled on (< video_tokens when pruned)
 
     @property
     def accepted(self) -> int:
@@ -75,6 +78,7 @@ def decode(
     *,
     draft: Optional[HFAdapter] = None,
     draft_inputs: Optional[dict[str, Any]] = None,
+    pruning: Optional[VideoPruning] = None,
     rule: Optional[AcceptanceRule] = None,
     anchor_factory: Optional[AnchorFactory] = None,
     capture_layer: Optional[int] = None,
@@ -84,7 +88,9 @@ def decode(
 ) -> DecodeResult:
     """Greedy decoding of `target`, speculative when `draft` and `rule` are given.
 
-    stop(tokens) -> True ends decoding after a round (the task's `until` strings)."""
+    stop(tokens) -> True ends decoding after a round (the task's `until` strings).
+    pruning: the drafter prefills on a pruned video, chosen from the target's prefill attention
+    (SpecVLM, Self-SD); the target's own decoding is unchanged."""
     speculative = draft is not None
     if speculative and rule is None:
         raise ValueError("a drafter needs an acceptance rule")
@@ -95,8 +101,18 @@ def decode(
 
     # 1. Prefill: the target (and the drafter) read the prompt; the target's choice is token 1.
     watch.start()
-    t_sess, t_pre = target.start(target_inputs, capture_layer=capture_layer)
-    d_sess = draft.start(draft_inputs if draft_inputs is not None else target_inputs)[0] if speculative else None
+    prune = pruning if speculative else None
+    t_sess, t_pre = target.start(target_inputs, capture_layer=capture_layer,
+                                 **({"attention_layer": prune.layer} if prune is not None else {}))
+    res.video_tokens = t_pre.video_tokens_fed if t_pre.video_coords is not None else None
+    d_sess = None
+    if speculative:
+        d_inputs = draft_inputs if draft_inputs is not None else target_inputs
+        if prune is not None:
+            d_inputs = prune.draft_inputs(d_inputs, t_pre)
+        d_sess, d_pre = draft.start(d_inputs)
+        if res.video_tokens is not None and d_pre is not None:
+            res.draft_video_tokens = d_pre.video_tokens_fed
     finder = anchor_factory(t_pre, t_sess) if (speculative and rule.needs_anchors and anchor_factory) else None
     last = int(greedy(t_pre.logits))
     res.prefill_s = watch.stop()

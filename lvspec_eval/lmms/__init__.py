@@ -3,6 +3,7 @@
 
 BACKENDS = {
     "lvspec_qwen": "lvspec_eval.lmms.qwen.LVSpecQwen",
+    "lvspec_llava_ov": "lvspec_eval.lmms.llava_ov.LVSpecLlavaOV",
 }
 
 

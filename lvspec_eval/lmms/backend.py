@@ -22,17 +22,14 @@ from lmms_eval.protocol import ChatMessages
 from lvspec_eval import __version__
 from lvspec_eval.acceptance import build_rule
 from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
-from lvspec_eval.adapters.loading import check_checkpoint, default_device_map
+from lvspec_eval.adapters.loading import check_checkpoint, check_same_tokenizer, default_device_map
 from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import DecodeResult, decode
 from lvspec_eval.metrics.records import RECORD_VERSION, append_record, decode_fields, paired_fields, run_means
+from lvspec_eval.pruning import VideoPruning
 from lvspec_eval.relevance import build_anchor_finder
 
 DEFAULT_MAX_NEW_TOKENS = 128  # lmms-eval's qwen2_5_vl default when a task sets none
-
-
-class TokenizerMismatchError(ValueError):
-    pass
 
 
 def default_stats_path(method: str, rank: int = 0, world_size: int = 1) -> Path:
@@ -44,16 +41,6 @@ def default_stats_path(method: str, rank: int = 0, world_size: int = 1) -> Path:
 def sample_seed(seed: int, task: str, split: str, doc_id: Any) -> int:
     """A per-sample seed that does not depend on the order samples are decoded in."""
     return (seed * 1_000_003 + zlib.crc32(f"{task}/{split}/{doc_id}".encode())) % (2**63)
-
-
-def check_same_tokenizer(target_tok: Any, draft_tok: Any, target: str, draft: str) -> None:
-    if target_tok is draft_tok:
-        return
-    if target_tok.get_vocab() != draft_tok.get_vocab():
-        raise TokenizerMismatchError(
-            f"target {target!r} and drafter {draft!r} use different tokenizers; speculative decoding needs the "
-            "same vocabulary: pick a drafter of the same family (e.g. Qwen2.5-VL-7B for Qwen2.5-VL-32B)"
-        )
 
 
 def cut_at_until(text: str, until: tuple[str, ...]) -> str:
@@ -72,6 +59,7 @@ class LVSpecBackend(lmms):
     is_simple = False
     adapter_class: type[HFAdapter] = HFAdapter
     family = "base"
+    default_max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # when the task sets none (as the family's built-in backend)
 
     def __init__(self, batch_size: Any = 1, device: Optional[str] = None, max_batch_size: Any = None, **kwargs: Any):
         super().__init__()
@@ -158,7 +146,7 @@ class LVSpecBackend(lmms):
             )
         until = gen_kwargs.get("until") or ()
         until = (until,) if isinstance(until, str) else tuple(until)
-        max_new = int(gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
+        max_new = int(gen_kwargs.get("max_new_tokens") or self.default_max_new_tokens)
         eos = self.target.tokenizer.eos_token_id
         return DecodeConfig(max_new_tokens=max_new, eos_ids=(eos,) if eos is not None else (),
                             num_draft_tokens=self.args.num_draft_tokens, until=until)
@@ -184,11 +172,15 @@ class LVSpecBackend(lmms):
                 return any(u and u in text for u in cfg.until)
 
         rule = None if ar else self.rule
+        keep = method_args.video_keep()
+        pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass,
+                               layer=method_args.draft_video_layer) if keep < 1.0 else None
         capture = method_args.relevance_layer if (rule is not None and rule.needs_anchors
                                                   and method_args.relevance_repr == "hidden") else None
         return decode(
             self.target, inputs, cfg,
             draft=None if ar else self.draft,
+            pruning=pruning,
             rule=rule,
             anchor_factory=self._anchor_factory,
             capture_layer=capture,

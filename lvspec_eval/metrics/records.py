@@ -91,6 +91,8 @@ def decode_fields(res: Any, num_draft_tokens: int) -> dict[str, Any]:
         "tokens": list(res.tokens),
         "provenance": res.provenance,
         "anchor_flags": res.anchor_flags,
+        "video_tokens": res.video_tokens,
+        "draft_video_tokens": res.draft_video_tokens,
     }
 
 

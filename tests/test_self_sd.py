@@ -1,0 +1,44 @@
+"""Self-SD through the real backends (in process): `draft_pretrained=self` loads ONE model, drafts
+with the target's weights on a pruned video, and is lossless; for both families."""
+
+import pytest
+
+import lvspec_eval.adapters.llava_onevision as llava_mod
+import lvspec_eval.adapters.qwen2_5_vl as qwen_mod
+
+from conftest import VIDEO_ARGS
+from lvspec_eval.pruning import keep_budget
+
+BACKENDS = {
+    "qwen2_5_vl": ("lvspec_eval.lmms.qwen", "LVSpecQwen", qwen_mod, "tiny_target", VIDEO_ARGS),
+    "llava_onevision": ("lvspec_eval.lmms.llava_ov", "LVSpecLlavaOV", llava_mod, "tiny_llava_target",
+                        {"max_num_frames": 8}),
+}
+
+
+@pytest.mark.parametrize("family", list(BACKENDS))
+def test_self_sd_loads_one_model_and_is_lossless(family, request, clips, monkeypatch, tmp_path):
+    import importlib
+
+    module, cls_name, adapter_mod, ckpt_fixture, video_args = BACKENDS[family]
+    ckpt = request.getfixturevalue(ckpt_fixture)
+    loads = []
+    real = adapter_mod.load_pretrained
+    monkeypatch.setattr(adapter_mod, "load_pretrained", lambda *a, **kw: loads.append(a[1]) or real(*a, **kw))
+    backend_cls = getattr(importlib.import_module(module), cls_name)
+    backend = backend_cls(pretrained=ckpt, draft_pretrained="self", method="sd", dtype="float32", device_map="cpu",
+                          num_draft_tokens=4, paired_baseline=True, stats_path=str(tmp_path / "r.jsonl"),
+                          **video_args)
+
+    # one set of weights: one load, the drafter is the target object, no tensor exists twice
+    assert loads == [ckpt]
+    assert backend.draft is backend.target
+    ptrs = {p.data_ptr() for p in backend.target.model.parameters()}
+    assert len(ptrs) == len(list(backend.target.model.parameters()))
+    assert backend.args.video_keep() == 0.1  # Self-SD prunes the drafter's video by default
+
+    messages = [{"role": "user", "content": [{"type": "video", "url": clips[0]},
+                                             {"type": "text", "text": "Describe the video."}]}]
+    text, fields = backend._decode_sample(backend._prepare(messages), {"max_new_tokens": 20}, seed=0)
+    assert fields["exact_match_ar"] is True and text == fields["ar_text"] and fields["new_tokens"] == 20
+    assert fields["draft_video_tokens"] == keep_budget(fields["video_tokens"], 0.1) < fields["video_tokens"]
