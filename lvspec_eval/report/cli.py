@@ -2,6 +2,7 @@
 
   lvspec-report summary     RUNS... [--format table|markdown|csv|latex|json] [--output FILE]
   lvspec-report plots       RUNS... [--outdir DIR] [--formats png,svg] [--x auto|retention|...]
+  lvspec-report html        RUNS... --output FILE [--title TEXT] [--tokenizer DIR] [--x auto|retention|...]
   lvspec-report leaderboard RUNS... [--output FILE] [--device-name NAME] [--git-revision REV]
   lvspec-report check --baseline FILE RUNS... [--max-tau-drop 5%] [--max-speedup-drop 10%]
                       [--min-retention 0.99] [--speedup decode|e2e] [--allow-missing]
@@ -62,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", choices=("auto", "retention", "edit_sim_ar", "exact_match_ar"), default="auto",
                    help="fidelity axis of the Pareto view (auto: retention where known, else edit similarity)")
     p.set_defaults(func=cmd_plots)
+
+    p = sub.add_parser("html", parents=[runs], help="one self-contained HTML page: tables, plots, per-sample token view")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    p.add_argument("--title", default="lvspec-report", help="page title")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="folder with tokenizer.json (or the file) to decode token text of records without "
+                        "token_texts (default: the records' target folder when it holds one)")
+    p.add_argument("--x", choices=("auto", "retention", "edit_sim_ar", "exact_match_ar"), default="auto",
+                   help="fidelity axis of the Pareto plot (as in `plots`)")
+    p.set_defaults(func=cmd_html)
 
     p = sub.add_parser("leaderboard", parents=[runs], help="versioned leaderboard JSON (docs/report.md)")
     p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
@@ -133,6 +144,15 @@ def cmd_plots(args: argparse.Namespace) -> int:
         print(f"lvspec-report: note: {note}", file=sys.stderr)
     for path in written:
         print(path)
+    return EXIT_OK
+
+
+def cmd_html(args: argparse.Namespace) -> int:
+    from lvspec_eval.report.html import render_html
+
+    page = render_html(load_summary(args), title=args.title, x=args.x, tokenizer=args.tokenizer,
+                       sources=[str(r) for r in args.runs])
+    emit(page, args.output)
     return EXIT_OK
 
 
