@@ -235,6 +235,8 @@ def render_html(summary: Summary, *, title: str = "lvspec-report", x: str = "aut
                 sources: Optional[list[str]] = None) -> str:
     """The whole page as one string (see the module docstring)."""
     texts = TokenText(tokenizer)
+    if tokenizer:
+        texts.decoder(None)  # a bad --tokenizer fails even when every record has token_texts
     runs = [(i, row, group) for i, (row, group) in enumerate(zip(summary.rows, summary.groups, strict=True))
             if row["method"] != "ar"]
     options = "".join(f'<option value="{i}">{escape(row_label(row))} \u00b7 draft {escape(short_model(row["draft"]))}'
