@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# the browser test of `lvspec-report html` needs Debian's chromium + chromedriver (installed here when root)
 test: venv
+	bash scripts/ensure_chromium.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: venv

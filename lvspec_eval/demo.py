@@ -30,33 +30,46 @@ def cache_root() -> Path:
     return Path(os.environ.get("LVSPEC_CACHE", Path.home() / ".cache" / "lvspec_eval"))
 
 
-def prepare(out: Path) -> tuple[str, str, Path]:
-    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl, ensure_clips
+def prepare_task(out: Path) -> Path:
+    """A copy of tasks/lvspec_tiny under `out`/task with its clips."""
+    from lvspec_eval.testing.tiny import ensure_clips
 
-    target = build_tiny_qwen2_5_vl(cache_root() / "demo_target", seed=0)
-    draft = build_tiny_qwen2_5_vl(cache_root() / "demo_draft", seed=1)
     task_dir = out / "task"
     if not (task_dir / "lvspec_tiny.yaml").exists():
         shutil.copytree(REPO / "tasks" / "lvspec_tiny", task_dir, ignore=shutil.ignore_patterns("videos", "__pycache__"))
     ensure_clips(task_dir)
-    return str(target), str(draft), task_dir
+    return task_dir
 
 
-def run_method(method: str, target: str, draft: str, task_dir: Path, out: Path) -> Path:
-    stats = out / "records" / f"{method}.jsonl"
+def prepare(out: Path) -> tuple[str, str, Path]:
+    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl
+
+    target = build_tiny_qwen2_5_vl(cache_root() / "demo_target", seed=0)
+    draft = build_tiny_qwen2_5_vl(cache_root() / "demo_draft", seed=1)
+    return str(target), str(draft), prepare_task(out)
+
+
+def run_method(method: str, target: str, draft: str, task_dir: Path, out: Path, *, name: str = "",
+               extra_args: str = "", cwd: Path | None = None) -> Path:
+    """One lmms-eval CLI run of `method`; records in out/records/<name>.jsonl, lmms-eval outputs in
+    out/lmms/<name>, log in out/logs/<name>.log (name defaults to the method). `extra_args` are
+    appended to --model_args; `cwd` is where the CLI runs (relative model paths resolve there)."""
+    name = name or method
+    stats = out / "records" / f"{name}.jsonl"
     stats.unlink(missing_ok=True)
     model_args = (f"pretrained={target},draft_pretrained={draft},method={method},dtype=float32,device_map=cpu,"
-                  f"{VIDEO_ARGS},paired_baseline={'false' if method == 'ar' else 'true'},stats_path={stats}")
+                  f"{VIDEO_ARGS},paired_baseline={'false' if method == 'ar' else 'true'},stats_path={stats}"
+                  + (f",{extra_args}" if extra_args else ""))
     cmd = [sys.executable, "-m", "lmms_eval", "--model", "lvspec_qwen", "--model_args", model_args,
            "--device", "cpu", "--include_path", str(task_dir), "--tasks", TASK, "--batch_size", "1",
-           "--output_path", str(out / "lmms" / method), "--log_samples"]
-    log = out / "logs" / f"{method}.log"
+           "--output_path", str(out / "lmms" / name), "--log_samples"]
+    log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1",
-                                                                                 HF_DATASETS_OFFLINE="1"))
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
     if proc.returncode != 0 or not stats.exists():
-        raise SystemExit(f"lmms-eval failed for method={method}; see {log}")
+        raise SystemExit(f"lmms-eval failed for method={method} ({name}); see {log}")
     return stats
 
 

@@ -76,6 +76,9 @@ def test_sd_run_records_and_results(tmp_path, tiny_target, tiny_draft, task_with
     by_doc = {r["doc_id"]: r for r in records}
     assert set(by_doc) == {s["doc_id"] for s in samples}
 
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_target)
     failed = [r for r in records if r.get("error")]
     assert len(failed) == 1 and "no_such_clip.mp4" in failed[0]["error"]
     for s in samples:
@@ -95,6 +98,9 @@ def test_sd_run_records_and_results(tmp_path, tiny_target, tiny_draft, task_with
         assert rec["speedup_decode"] == pytest.approx(rec["ar_decode_s"] / rec["decode_s"])
         assert rec["params"] == {"num_draft_tokens": 4} and rec["draft"] == tiny_draft
         assert rec["total_s"] == pytest.approx(rec["prefill_s"] + rec["decode_s"])
+        # per-token text for the report's token view: joins to the full decode, specials spelled out
+        for ids, pieces in ((rec["tokens"], rec["token_texts"]), (rec["ar_tokens"], rec["ar_token_texts"])):
+            assert len(pieces) == len(ids) and "".join(pieces) == tok.decode(ids, skip_special_tokens=False)
 
     thr = results["throughput"] if "throughput" in results else results["results"][TASK]
     good = [r for r in records if not r.get("error")]

@@ -307,6 +307,7 @@ assert main(["summary", runs, "--format", "json", "--output", {str(baseline)!r}]
 assert main(["leaderboard", runs, "--output", {str(tmp_path / 'lb.json')!r}]) == 0
 assert main(["check", "--baseline", {str(baseline)!r}, runs, "--max-tau-drop", "5%"]) == 0
 assert main(["plots", runs, "--outdir", {str(tmp_path / 'plots')!r}]) == 0
+assert main(["html", runs, "-o", {str(tmp_path / 'r.html')!r}]) == 0
 heavy = sorted(m for m in ("torch", "transformers", "lmms_eval", "accelerate") if m in sys.modules)
 assert not heavy, heavy
 """
@@ -397,6 +398,17 @@ def test_check_min_retention_and_unknown(runs, baseline):
     assert status == {"ar": "ok", "sd": "unknown", "lvspec": "REGRESSED"}
     proc = cli("check", "--baseline", baseline, runs, "--min-retention", "75%")
     assert proc.returncode == 1 and "unknown" in proc.stdout  # sd has no task score
+
+
+def test_check_max_drop_on_any_field(runs, baseline):
+    edit_baseline(baseline, "sd", exact_match_ar=1.0)  # current: doc 0 equal, doc 1 not -> 0.5
+    proc = cli("check", "--baseline", baseline, runs, "--max-drop", "exact_match_ar=0", "--max-drop", "edit_sim_ar=10%")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    bad = [line for line in proc.stdout.splitlines() if "REGRESSED" in line]
+    assert len(bad) == 1 and " sd " in bad[0] and "exact_match_ar" in bad[0] and "-50.0%" in bad[0]
+    assert "FAILED: 1 of 6 checks" in proc.stdout
+    proc = cli("check", "--baseline", baseline, runs, "--max-drop", "tau=5%")
+    assert proc.returncode == 2 and "FIELD one of" in proc.stderr and "tau_mean" in proc.stderr
 
 
 def test_check_missing_and_new_rows(runs, baseline, tmp_path):

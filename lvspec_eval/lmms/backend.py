@@ -25,7 +25,8 @@ from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
 from lvspec_eval.adapters.loading import check_checkpoint, check_same_tokenizer, default_device_map
 from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import DecodeResult, decode
-from lvspec_eval.metrics.records import RECORD_VERSION, append_record, decode_fields, paired_fields, run_means
+from lvspec_eval.metrics.records import (RECORD_VERSION, append_record, decode_fields, paired_fields, run_means,
+                                         token_pieces)
 from lvspec_eval.pruning import VideoPruning
 from lvspec_eval.relevance import build_anchor_finder
 
@@ -161,6 +162,12 @@ class LVSpecBackend(lmms):
         text = self.target.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return cut_at_until(text, until)
 
+    def _pieces(self, tokens: list[int]) -> list[str]:
+        """Per-token text for the report's token view (special tokens spelled out, no `until` cut)."""
+        tok = self.target.tokenizer
+        return token_pieces(lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+                            list(tokens))
+
     def _run(self, method_args: LVSpecArgs, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> DecodeResult:
         ar = method_args.method == "ar"
         stop = None
@@ -206,9 +213,11 @@ class LVSpecBackend(lmms):
         text = self._text(res.tokens, cfg.until)
         fields = decode_fields(res, cfg.num_draft_tokens if self.args.method != "ar" else 0)
         fields["text"] = text
+        fields["token_texts"] = self._pieces(res.tokens)
         if self.args.paired_baseline and self.args.method != "ar":
             ar_res = self._run(self.args.replace(method="ar"), inputs, cfg, seed)
             fields.update(paired_fields(res, ar_res, text, self._text(ar_res.tokens, cfg.until)))
+            fields["ar_token_texts"] = self._pieces(ar_res.tokens)
         fields["max_new_tokens"] = cfg.max_new_tokens
         fields["prompt_tokens"] = prompt_tokens
         return text, fields

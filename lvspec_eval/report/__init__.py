@@ -6,6 +6,7 @@ Records are written first, reports computed later (see docs/report.md for every 
   summary      one row per (task, split, method, target, drafter, settings); render as
                table / Markdown / CSV / LaTeX / JSON
   plots        matplotlib figures of a summary (PNG and SVG)
+  html         one self-contained HTML page: tables, plots, per-sample token provenance vs `ar`
   leaderboard  versioned JSON entries with models, settings, hardware, versions, metrics
   check        compare a summary with a baseline file under thresholds
   cli          the `lvspec-report` console script

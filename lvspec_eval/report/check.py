@@ -7,6 +7,8 @@ per baseline row:
   --max-tau-drop F      (baseline tau_mean - tau_mean) / baseline tau_mean  <= F
   --max-speedup-drop F  the same relative drop of speedup_<decode|e2e> (ratio of summed times)
   --min-retention R     retention >= R  (an unknown retention fails: it cannot be checked)
+  --max-drop FIELD=F    the same relative drop check on any numeric summary field (DROP_FIELDS),
+                        e.g. exact_match_ar=0 or retention=1%; repeatable
 
 A baseline row absent from the runs fails as `missing` (unless --allow-missing); rows only in
 the runs are listed as `new`. Exit code: 0 every check passed, 1 something regressed or is
@@ -25,6 +27,10 @@ from lvspec_eval.report.load import ReportInputError, canonical
 from lvspec_eval.report.summary import KEY_FIELDS, SUMMARY_SCHEMA, settings_label, short_model
 
 TOLERANCE = 1e-9  # float noise allowed on a threshold
+#: Summary fields that --max-drop may watch (higher is better for each).
+DROP_FIELDS = ("tau_mean", "tau_median", "tau_excl_mean", "acceptance_rate", "acceptance_exact", "acceptance_loose",
+               "acceptance_shift", "speedup_decode", "speedup_decode_median", "speedup_e2e", "speedup_e2e_median",
+               "exact_match_ar", "edit_sim_ar", "score", "retention")
 FAILING = ("REGRESSED", "unknown", "missing")
 
 
@@ -34,9 +40,11 @@ class Thresholds:
     max_speedup_drop: Optional[float] = None
     min_retention: Optional[float] = None
     speedup: str = "decode"  # which speedup --max-speedup-drop watches: decode | e2e
+    max_drops: tuple[tuple[str, float], ...] = ()  # (field of DROP_FIELDS, largest relative drop)
 
     def any(self) -> bool:
-        return any(v is not None for v in (self.max_tau_drop, self.max_speedup_drop, self.min_retention))
+        return bool(self.max_drops) or any(v is not None for v in (self.max_tau_drop, self.max_speedup_drop,
+                                                                  self.min_retention))
 
 
 @dataclass
@@ -65,6 +73,15 @@ def parse_fraction(text: str) -> float:
     if value < 0:
         raise ValueError(f"{text!r} is negative")
     return value
+
+
+def parse_drop(text: str) -> tuple[str, float]:
+    """'retention=1%' -> ('retention', 0.01); the field must be one of DROP_FIELDS."""
+    name, sep, value = str(text).partition("=")
+    name = name.strip()
+    if not sep or name not in DROP_FIELDS:
+        raise ValueError(f"{text!r}: write FIELD=F with FIELD one of {', '.join(DROP_FIELDS)} (e.g. retention=1%)")
+    return name, parse_fraction(value)
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -118,7 +135,7 @@ def _finding(row: dict[str, Any], check: str, base: Optional[float], cur: Option
 
 
 def _drop_check(row: dict[str, Any], base_row: dict[str, Any], field: str, max_drop: float) -> Finding:
-    base, cur = base_row[field], row[field]
+    base, cur = base_row.get(field), row[field]
     limit = f"drop <= {max_drop:.1%}"
     if base is None:
         return _finding(row, field, base, cur, limit, "no baseline value")
@@ -149,6 +166,8 @@ def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]], limit
             status = "unknown" if cur is None else ("REGRESSED" if cur < limits.min_retention - TOLERANCE else "ok")
             findings.append(_finding(row, "retention", base_row["retention"], cur,
                                      f">= {limits.min_retention:g}", status))
+        for name, max_drop in limits.max_drops:
+            findings.append(_drop_check(row, base_row, name, max_drop))
     for row in current:
         if row_key(row) not in base_keys:
             findings.append(_finding(row, "row", None, None, "in the baseline", "new"))

@@ -2,9 +2,10 @@
 
   lvspec-report summary     RUNS... [--format table|markdown|csv|latex|json] [--output FILE]
   lvspec-report plots       RUNS... [--outdir DIR] [--formats png,svg] [--x auto|retention|...]
+  lvspec-report html        RUNS... --output FILE [--title TEXT] [--tokenizer DIR] [--x auto|retention|...]
   lvspec-report leaderboard RUNS... [--output FILE] [--device-name NAME] [--git-revision REV]
   lvspec-report check --baseline FILE RUNS... [--max-tau-drop 5%] [--max-speedup-drop 10%]
-                      [--min-retention 0.99] [--speedup decode|e2e] [--allow-missing]
+                      [--min-retention 0.99] [--max-drop FIELD=F]... [--speedup decode|e2e] [--allow-missing]
 
 RUNS are lvspec record files, lmms-eval *_results.json / *_samples_<task>.jsonl files, or folders
 holding them. Exit codes: 0 success, 1 `check` found a regression, 2 bad input or arguments.
@@ -26,6 +27,15 @@ def _fraction(text: str) -> float:
 
     try:
         return parse_fraction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _drop(text: str) -> tuple[str, float]:
+    from lvspec_eval.report.check import parse_drop
+
+    try:
+        return parse_drop(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -63,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fidelity axis of the Pareto view (auto: retention where known, else edit similarity)")
     p.set_defaults(func=cmd_plots)
 
+    p = sub.add_parser("html", parents=[runs], help="one self-contained HTML page: tables, plots, per-sample token view")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    p.add_argument("--title", default="lvspec-report", help="page title")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="folder with tokenizer.json (or the file) to decode token text of records without "
+                        "token_texts (default: the records' target folder when it holds one)")
+    p.add_argument("--x", choices=("auto", "retention", "edit_sim_ar", "exact_match_ar"), default="auto",
+                   help="fidelity axis of the Pareto plot (as in `plots`)")
+    p.set_defaults(func=cmd_html)
+
     p = sub.add_parser("leaderboard", parents=[runs], help="versioned leaderboard JSON (docs/report.md)")
     p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     p.add_argument("--device-name", help="accelerator name (e.g. 'NVIDIA H100 80GB HBM3') when records lack it")
@@ -75,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tau-drop", type=_fraction, metavar="F", help="largest relative drop of tau_mean (5%% or 0.05)")
     p.add_argument("--max-speedup-drop", type=_fraction, metavar="F", help="largest relative drop of the speedup")
     p.add_argument("--min-retention", type=_fraction, metavar="R", help="smallest task-score retention (0.99 or 99%%)")
+    p.add_argument("--max-drop", type=_drop, action="append", default=[], metavar="FIELD=F",
+                   help="largest relative drop of another summary field, e.g. retention=1%% or exact_match_ar=0 "
+                        "(repeatable)")
     p.add_argument("--speedup", choices=("decode", "e2e"), default="decode",
                    help="speedup watched by --max-speedup-drop (default decode)")
     p.add_argument("--allow-missing", action="store_true", help="baseline rows absent from RUNS do not fail")
@@ -136,6 +159,15 @@ def cmd_plots(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_html(args: argparse.Namespace) -> int:
+    from lvspec_eval.report.html import render_html
+
+    page = render_html(load_summary(args), title=args.title, x=args.x, tokenizer=args.tokenizer,
+                       sources=[str(r) for r in args.runs])
+    emit(page, args.output)
+    return EXIT_OK
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import json
 
@@ -150,9 +182,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from lvspec_eval.report.check import Thresholds, compare, failures, load_baseline, render_findings
 
     limits = Thresholds(max_tau_drop=args.max_tau_drop, max_speedup_drop=args.max_speedup_drop,
-                        min_retention=args.min_retention, speedup=args.speedup)
+                        min_retention=args.min_retention, speedup=args.speedup, max_drops=tuple(args.max_drop))
     if not limits.any():
-        print("lvspec-report check: error: give at least one of --max-tau-drop, --max-speedup-drop, --min-retention",
+        print("lvspec-report check: error: give at least one of --max-tau-drop, --max-speedup-drop, --min-retention, "
+              "--max-drop",
               file=sys.stderr)
         return EXIT_INPUT
     baseline = load_baseline(args.baseline)
