@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo testbed testbed-task sweep clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,18 @@ test: venv
 
 demo: venv
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m lvspec_eval.demo
+
+# Retrain the testbed pair from scratch (fixed seeds, stops on validation checks; <= 90 min on 2 cores)
+testbed: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lvspec_eval.testbed.train --role all
+
+# Regenerate the testbed tasks' clips and docs (deterministic; the committed folder is its output)
+testbed-task: venv
+	$(BIN)/python -m lvspec_eval.testbed.make_task
+
+# The settings sweep behind reports/testbed.md
+sweep: venv
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m lvspec_eval.testbed.sweep
 
 clean:
 	rm -rf $(VENV) lvspec_runs

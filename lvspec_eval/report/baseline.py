@@ -24,6 +24,7 @@ Thresholds (CHECK_OPTIONS; docs/report.md says why):
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -53,9 +54,20 @@ CHECK_OPTIONS = (
 )
 
 
+def prepare_task(out: Path) -> Path:
+    """A copy of tasks/lvspec_tiny under `out`/task with its clips."""
+    from lvspec_eval.testing.tiny import ensure_clips
+
+    task_dir = out / "task"
+    if not (task_dir / "lvspec_tiny.yaml").exists():
+        shutil.copytree(REPO / "tasks" / "lvspec_tiny", task_dir, ignore=shutil.ignore_patterns("videos", "__pycache__"))
+    ensure_clips(task_dir)
+    return task_dir
+
+
 def generate(out: Path, target_ckpt: str, draft_ckpt: str) -> list[Path]:
     """Run every entry of RUNS under `out`; returns the folders to give to lvspec-report."""
-    from lvspec_eval.demo import prepare_task, run_method
+    from lvspec_eval.runs import run_lmms
 
     out = Path(out).resolve()
     models = out / "tiny"
@@ -68,17 +80,17 @@ def generate(out: Path, target_ckpt: str, draft_ckpt: str) -> list[Path]:
     task_dir = prepare_task(out)
     for name, method, extra, draft in RUNS:
         print(f"[baseline] {name}: lmms-eval --model lvspec_qwen method={method} {extra}", file=sys.stderr, flush=True)
-        run_method(method, TARGET, draft, task_dir, out, name=name, extra_args=extra, cwd=out)
+        run_lmms(method, TARGET, draft, task="lvspec_tiny_caption", task_dir=task_dir, out=out, name=name,
+                 extra_args=extra, cwd=out)
     return [out / "records", out / "lmms"]
 
 
 def tiny_checkpoints() -> tuple[str, str]:
     """The tiny target (seed 0) and drafter (seed 1), built once into the cache (as `make demo`)."""
-    from lvspec_eval.demo import cache_root
-    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl
+    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl, default_cache_root
 
-    return (str(build_tiny_qwen2_5_vl(cache_root() / "demo_target", seed=0)),
-            str(build_tiny_qwen2_5_vl(cache_root() / "demo_draft", seed=1)))
+    return (str(build_tiny_qwen2_5_vl(default_cache_root() / "demo_target", seed=0)),
+            str(build_tiny_qwen2_5_vl(default_cache_root() / "demo_draft", seed=1)))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -372,8 +372,6 @@ def save_qwen2_5_vl_checkpoint(model: Any, out_dir: Path, info: dict[str, Any]) 
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
 
-    info = {"seed": seed, "hidden": hidden, "layers": layers, "vision_hidden": vision_hidden,
-            "vision_depth": vision_depth, "vocab_size": vocab_size, "dtype": str(dtype), "init_std": init_std}
     return save_checkpoint(out_dir, model, processor, info)
 
 

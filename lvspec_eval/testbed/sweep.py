@@ -1,0 +1,186 @@
+"""Settings sweep on the testbed caption task, in one process (models loaded once).
+
+    python -m lvspec_eval.testbed.sweep [--limit 60] [--out reports/testbed_sweep.json]
+
+For every setting it decodes the same test clips through the backend's own code path (the
+``lvspec_qwen`` backend object, its input preparation, rules and anchor finder; only the lmms-eval
+CLI around it is skipped) and reports tau, acceptance, decode speedup over ``ar`` (same process,
+same clips), exact match with ``ar``, retention of ``anchor_f1``, and how well LVSpec's anchor
+flags find the grammar's true anchor tokens: precision and recall of the 'a' flags among the
+judged tokens against the tokens that spell an attribute word.
+
+The grid: ``anchor_rule`` x ``relevance_repr`` x lambda {0.5, 0.7, 0.9} x w {0, 1, 2, 3}, plus
+``sd``, ``fly``, ``fly_plus`` and ``random`` rows for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lvspec_eval.testbed import grammar as g
+
+REPO = Path(__file__).resolve().parents[2]
+TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+VIDEO_ARGS = dict(max_num_frames=8, min_pixels=3136, max_pixels=12544)
+MAX_NEW_TOKENS = 96
+
+
+def token_spans(tok: Any, tokens: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """Decoded text and each token's character span in it (by decoding growing prefixes)."""
+    spans, prev = [], 0
+    text = ""
+    for i in range(len(tokens)):
+        text = tok.decode(tokens[: i + 1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        spans.append((prev, len(text)))
+        prev = len(text)
+    return text, spans
+
+
+def true_anchor_mask(tok: Any, tokens: list[int]) -> list[bool]:
+    """Per token: does it spell (part of) an attribute word of the grammar?"""
+    text, spans = token_spans(tok, tokens)
+    words = g.anchor_char_spans(text)
+    return [any(a < e and s < b for s, e in words) for a, b in spans]
+
+
+def anchor_counts(tok: Any, tokens: list[int], flags: str) -> tuple[int, int, int]:
+    """(true positives, flagged, true anchors) over the judged tokens (flag 'a' or 'f')."""
+    truth = true_anchor_mask(tok, tokens)
+    tp = flagged = anchors = 0
+    for is_anchor, flag in zip(truth, flags):
+        if flag not in "af":
+            continue
+        flagged += flag == "a"
+        anchors += is_anchor
+        tp += is_anchor and flag == "a"
+    return tp, flagged, anchors
+
+
+def load_backend(target: str, draft: str, **kwargs: Any) -> Any:
+    from lvspec_eval.lmms.qwen import LVSpecQwen
+
+    return LVSpecQwen(pretrained=target, draft_pretrained=draft, method="lvspec", dtype="float32", device="cpu",
+                      device_map="cpu", **VIDEO_ARGS, **kwargs)
+
+
+def prepare_docs(backend: Any, limit: int) -> list[tuple[dict, dict]]:
+    docs = [json.loads(line) for line in (TASK_DIR / "caption.jsonl").read_text().splitlines()][:limit]
+    out = []
+    for doc in docs:
+        messages = [{"role": "user", "content": [{"type": "video", "url": str(TASK_DIR / "videos" / doc["video"])},
+                                                 {"type": "text", "text": doc["question"]}]}]
+        out.append((doc, backend._prepare(messages)))
+    return out
+
+
+def run_setting(backend: Any, docs: list[tuple[dict, dict]], ar: list[dict], method: str, **params: Any) -> dict:
+    from lvspec_eval.acceptance import build_rule
+
+    backend.args = backend.args.replace(method=method, **params)
+    backend.rule = build_rule(backend.args)
+    cfg = backend._decode_config({"max_new_tokens": MAX_NEW_TOKENS, "until": []})
+    tok = backend.target.tokenizer
+    rows = []
+    for (doc, inputs), base in zip(docs, ar):
+        res = backend._run(backend.args, inputs, cfg, seed=doc["doc_id"])
+        text = backend._text(res.tokens, ())
+        rows.append({"res": res, "text": text, "f1": g.score_caption(text, doc["attributes"])["anchor_f1"],
+                     "exact": base["res"] is None or res.tokens == base["res"].tokens})
+    out: dict[str, Any] = {"method": method, **params}
+    if method == "ar":
+        return {**out, "rows": rows}
+    rounds = sum(r["res"].rounds for r in rows)
+    emitted = sum(len(r["res"].tokens) - 1 for r in rows)  # the prefill token is not a round's
+    accepted = sum(r["res"].accepted for r in rows)
+    proposed = sum(r["res"].proposed for r in rows)
+    ar_f1 = statistics.fmean(b["f1"] for b in ar)
+    out.update(
+        tau=emitted / rounds if rounds else None,
+        tau_excl=accepted / rounds if rounds else None,
+        acceptance=accepted / proposed if proposed else None,
+        loose=sum(r["res"].accepted_loose for r in rows) / proposed if proposed else None,
+        shift=sum(r["res"].accepted_shift for r in rows) / proposed if proposed else None,
+        speedup=sum(b["res"].decode_s for b in ar) / sum(r["res"].decode_s for r in rows),
+        exact_match=statistics.fmean(float(r["exact"]) for r in rows),
+        anchor_f1=statistics.fmean(r["f1"] for r in rows),
+        retention=statistics.fmean(r["f1"] for r in rows) / ar_f1 if ar_f1 else None,
+    )
+    if method == "lvspec":
+        tp = flagged = anchors = 0
+        for r in rows:
+            a, b, c = anchor_counts(tok, r["res"].tokens, r["res"].anchor_flags)
+            tp, flagged, anchors = tp + a, flagged + b, anchors + c
+        out.update(anchor_precision=tp / flagged if flagged else None, anchor_recall=tp / anchors if anchors else None)
+    return out
+
+
+def grid() -> list[tuple[str, dict]]:
+    settings: list[tuple[str, dict]] = [("sd", {}), ("fly", {}), ("fly_plus", {}), ("random", {})]
+    for rule, rep, lam, w in itertools.product(("rank", "quantile"), ("embedding", "hidden"), (0.5, 0.7, 0.9),
+                                               (0, 1, 2, 3)):
+        settings.append(("lvspec", dict(anchor_rule=rule, relevance_repr=rep, relax_ratio=lam, shift_window=w)))
+    return settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from lvspec_eval.testbed.checkpoints import checkpoint
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--limit", type=int, default=60, help="test clips per setting")
+    p.add_argument("--out", type=Path, default=REPO / "reports" / "testbed_sweep.json")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--target", default=None, help="target checkpoint (default: the testbed target)")
+    p.add_argument("--draft", default=None, help="drafter checkpoint (default: the testbed drafter)")
+    p.add_argument("--only", default=None, help="comma-separated methods to run (default: the whole grid)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    backend = load_backend(a.target or str(checkpoint("target")), a.draft or str(checkpoint("drafter")))
+    docs = prepare_docs(backend, a.limit)
+    t0 = time.time()
+    ar = run_setting(backend, docs, [{"res": None}] * len(docs), "ar")["rows"]
+    for r in ar:
+        r["exact"] = True
+    results = []
+    settings = grid()
+    if a.only:
+        keep = set(a.only.split(","))
+        settings = [s for s in settings if s[0] in keep]
+    for i, (method, params) in enumerate(settings):
+        row = run_setting(backend, docs, ar, method, **params)
+        results.append(row)
+        print(f"[{i + 1}/{len(settings)}] " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                                      for k, v in row.items()), flush=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"clips": a.limit, "max_new_tokens": MAX_NEW_TOKENS, "threads": a.threads,
+            "ar_anchor_f1": statistics.fmean(r["f1"] for r in ar), "minutes": round((time.time() - t0) / 60, 1),
+            "command": "python -m lvspec_eval.testbed.sweep " + " ".join(argv or sys.argv[1:])}
+    a.out.write_text(json.dumps({"meta": meta, "rows": results}, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(results, meta))
+    print(f"wrote {a.out} and {a.out.with_suffix('.md')}")
+
+
+COLUMNS = ("method", "anchor_rule", "relevance_repr", "relax_ratio", "shift_window", "tau", "tau_excl", "acceptance",
+           "loose", "shift", "speedup", "exact_match", "retention", "anchor_precision", "anchor_recall")
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    from tabulate import tabulate
+
+    body = [[r.get(c) for c in COLUMNS] for r in rows]
+    head = (f"Sweep on {meta['clips']} test clips of lvspec_testbed_caption (ar anchor_f1 {meta['ar_anchor_f1']:.3f}), "
+            f"{meta['threads']} threads, {meta['minutes']} min. Command: `{meta['command']}`\n\n")
+    return head + tabulate(body, headers=[c.replace("_", " ") for c in COLUMNS], tablefmt="github", floatfmt=".3f",
+                           missingval="") + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Train the testbed's tiny Qwen2.5-VL target or drafter from scratch (CPU, one thread each).
+
+    python -m lvspec_eval.testbed.train --role target   # or --role drafter; `make testbed` runs both
+
+Data: seeded clips (``clips.py``) rendered, H.264 round-tripped (the pixels evaluation sees) and
+turned into ``pixel_values_videos`` by the real Qwen2.5-VL video processor, cached once in
+``$LVSPEC_CACHE/testbed/data-*``. Each training example is one of: a caption (the role's filler
+style), the short attribute list, or a multiple-choice question; anchor tokens weigh 3x in the loss.
+The model is the real ``Qwen2_5_VLForConditionalGeneration`` on a reduced vocabulary (``vocab.py``).
+
+Stopping is by a validation check, not a step count: every ``--eval-every`` steps the model
+captions and answers MCQs greedily on held-out validation clips; training stops at the first
+check that passes the role's bar (the target: a strong model; the drafter: an *early* checkpoint,
+weakened on purpose so that it errs on anchors), or at ``--max-minutes`` (then the best check is kept).
+The outcome, the reason for stopping and every check are written beside the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lvspec_eval.testbed import clips
+from lvspec_eval.testbed import grammar as g
+
+DATA_FORMAT = 1
+PATCHES = 256  # 8 frames of 112x112: 4 temporal x 8 x 8 patches of 14 px
+PATCH_DIM = 1176  # 3 channels x 2 frames x 14 x 14
+GRID_THW = (4, 8, 8)
+SECONDS_PER_GRID = 0.25  # temporal patch of 2 frames at 8 fps
+ANCHOR_WEIGHT = 3.0
+VIDEO_ARGS = {"min_pixels": 3136, "max_pixels": 12544}
+
+
+@dataclass
+class RoleSpec:
+    hidden: int
+    layers: int
+    intermediate: int
+    vision_hidden: int
+    vision_depth: int
+    lr: float
+    style: str
+    # validation bar that stops training
+    stop_f1: float
+    stop_min_attr: float
+    stop_mcq: float
+    max_minutes: float
+    seed: int
+
+
+ROLES: dict[str, RoleSpec] = {
+    # 256 wide (the full-vocabulary output layer sets the decode cost, hence c), only 2 layers (training
+    # cost on 2 CPU cores; a 96x2 model learned every attribute in minutes per testbed.md), vision 64x2
+    "target": RoleSpec(hidden=256, layers=2, intermediate=512, vision_hidden=64, vision_depth=2, lr=1.5e-3,
+                       style="target", stop_f1=0.97, stop_min_attr=0.92, stop_mcq=0.95, max_minutes=75, seed=1),
+    # 64x1 text / 32x1 vision: ~4x cheaper per step; stopped early (F1 >= 0.72) so it misses details
+    "drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
+                        style="drafter", stop_f1=0.72, stop_min_attr=0.0, stop_mcq=0.0, max_minutes=60, seed=2),
+}
+
+
+def cache_root() -> Path:
+    from lvspec_eval.testing.tiny import default_cache_root
+
+    return default_cache_root() / "testbed"
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def _processor() -> Any:
+    from transformers import Qwen2VLVideoProcessor
+
+    return Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384, patch_size=14,
+                                 temporal_patch_size=2, merge_size=2)
+
+
+def _encode_clips(seeds: list[int]) -> Any:
+    import numpy as np
+    import torch
+
+    proc = _processor()
+    out = np.empty((len(seeds), PATCHES, PATCH_DIM), dtype=np.float16)
+    for i, seed in enumerate(seeds):
+        frames = clips.roundtrip(clips.render(seed)[0])
+        pv = proc(videos=[torch.from_numpy(frames).permute(0, 3, 1, 2)], return_tensors="pt", **VIDEO_ARGS)
+        if tuple(pv["video_grid_thw"][0].tolist()) != GRID_THW:
+            raise RuntimeError(f"unexpected grid {pv['video_grid_thw'].tolist()} for clip {seed}")
+        out[i] = pv["pixel_values_videos"].numpy().astype(np.float16)
+    return out
+
+
+def clip_tensor_file(split: str, n: int) -> Path:
+    """``pixel_values_videos`` of the first ``n`` clips of ``split`` as a cached float16 memmap (built once)."""
+    import numpy as np
+
+    path = cache_root() / f"data-v{DATA_FORMAT}" / f"{split}-{n}.f16"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seeds = clips.split_seeds(split, n)
+    print(f"[testbed] encoding {n} {split} clips -> {path}", flush=True)
+    t0 = time.time()
+    arr = _encode_clips(seeds)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    arr.tofile(tmp)
+    os.replace(tmp, path)
+    print(f"[testbed] encoded {n} clips in {time.time() - t0:.0f} s", flush=True)
+    return path
+
+
+def load_clip_tensors(split: str, n: int) -> Any:
+    import numpy as np
+
+    return np.memmap(clip_tensor_file(split, n), dtype=np.float16, mode="r", shape=(n, PATCHES, PATCH_DIM))
+
+
+class Examples:
+    """Builds token sequences (reduced ids) with loss weights for the three kinds of example."""
+
+    def __init__(self, tokenizer: Any, vmap: Any):
+        from lvspec_eval.testbed.vocab import chat_text
+
+        self.tok = tokenizer
+        self.vmap = vmap
+        head, tail = chat_text(tokenizer).split("q<|im_end|>")
+        video = "<|vision_start|>" + "<|video_pad|>" * (PATCHES // 4) + "<|vision_end|>"
+        head = head.replace("<|vision_start|><|video_pad|><|vision_end|>", video)
+        self._head, self._tail = head, "<|im_end|>" + tail
+        self._prompts: dict[str, list[int]] = {}
+        self.im_end = vmap.reduce([tokenizer.convert_tokens_to_ids("<|im_end|>")])[0]
+        self.video_id = vmap.reduce([tokenizer.convert_tokens_to_ids("<|video_pad|>")])[0]
+
+    def prompt(self, question: str) -> list[int]:
+        if question not in self._prompts:
+            ids = self.tok(self._head + question + self._tail, add_special_tokens=False)["input_ids"]
+            self._prompts[question] = self.vmap.reduce(ids).tolist()
+        return self._prompts[question]
+
+    def answer(self, text: str, anchors: bool) -> tuple[list[int], list[float]]:
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = self.vmap.reduce(enc["input_ids"]).tolist()
+        weights = [1.0] * len(ids)
+        if anchors:
+            spans = g.anchor_char_spans(text)
+            for i, (a, b) in enumerate(enc["offset_mapping"]):
+                if any(a < e and s < b for s, e in spans):
+                    weights[i] = ANCHOR_WEIGHT
+        return ids + [int(self.im_end)], weights + [1.0]
+
+    def sample(self, attrs: g.Attributes, rng: random.Random, style: str) -> tuple[list[int], list[float]]:
+        """(sequence, weights) with weight 0 on the prompt."""
+        kind = rng.choices(("caption", "list", "mcq"), weights=(0.45, 0.25, 0.30))[0]
+        if kind == "caption":
+            prompt, (ans, w) = self.prompt(g.CAPTION_PROMPT), self.answer(g.caption(attrs, rng, style), True)
+        elif kind == "list":
+            prompt, (ans, w) = self.prompt(g.LIST_PROMPT), self.answer(g.attribute_list(attrs), True)
+        else:
+            attribute = rng.choice(list(g.ATTRIBUTES))
+            prompt = self.prompt(g.mcq_prompt(attribute))
+            ans, w = self.answer(g.mcq_answer(attrs, attribute), False)
+            w = [ANCHOR_WEIGHT] + w[1:]
+        return prompt + ans, [0.0] * len(prompt) + w
+
+
+def collate(seqs: list[tuple[list[int], list[float]]], pixels: Any, video_id: int) -> dict[str, Any]:
+    import torch
+
+    n = max(len(s) for s, _ in seqs)
+    ids = torch.zeros(len(seqs), n, dtype=torch.long)  # pad with the sink (masked out)
+    mask = torch.zeros(len(seqs), n, dtype=torch.long)
+    weights = torch.zeros(len(seqs), n)
+    for i, (s, w) in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+        weights[i, : len(w)] = torch.tensor(w)
+    types = (ids == video_id).long() * 2
+    b = len(seqs)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "mm_token_type_ids": types,
+        "pixel_values_videos": torch.from_numpy(pixels.reshape(b * PATCHES, PATCH_DIM).astype("float32")),
+        "video_grid_thw": torch.tensor([GRID_THW] * b),
+        "second_per_grid_ts": torch.tensor([SECONDS_PER_GRID] * b),
+        "weights": weights,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+def build_model(spec: RoleSpec, vmap: Any, tokenizer: Any) -> Any:
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from lvspec_eval.testing.tiny import QWEN_VISION_IDS, tiny_qwen2_5_vl_config
+
+    specials = dict(QWEN_VISION_IDS, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+    ids = {k: int(vmap.reduce([v])[0]) for k, v in specials.items()}
+    config = tiny_qwen2_5_vl_config(hidden=spec.hidden, layers=spec.layers, vision_hidden=spec.vision_hidden,
+                                    vision_depth=spec.vision_depth, vocab_size=vmap.size, init_std=0.02,
+                                    intermediate=spec.intermediate, token_ids=ids)
+    torch.manual_seed(spec.seed)
+    return Qwen2_5_VLForConditionalGeneration(config).float()
+
+
+def weighted_loss(model: Any, batch: dict[str, Any]) -> Any:
+    import torch.nn.functional as F
+
+    weights = batch.pop("weights")
+    logits = model(**batch, use_cache=False).logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:]
+    w = weights[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return (ce * w.reshape(-1)).sum() / w.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def greedy_answer(model: Any, ex: Examples, question: str, pixels: Any, max_new_tokens: int) -> list[int]:
+    import torch
+
+    prompt = ex.prompt(question)
+    batch = collate([(prompt, [0.0] * len(prompt))], pixels[None], int(ex.video_id))
+    batch.pop("weights")
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=int(ex.im_end),
+                             pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def validate(model: Any, ex: Examples, vmap: Any, pixels: Any, seeds: list[int]) -> dict[str, Any]:
+    """Greedy captions and MCQ answers on validation clips -> anchor_f1, attr_*, mcq accuracy."""
+    model.eval()
+    scores: dict[str, list[float]] = {}
+    mcq = []
+    for i, seed in enumerate(seeds):
+        attrs = clips.clip_attributes(seed)
+        ids = greedy_answer(model, ex, g.CAPTION_PROMPT, pixels[i], 80)
+        text = ex.tok.decode([vmap.real(t) for t in ids if t != ex.im_end and t > 0])
+        for k, v in g.score_caption(text, attrs).items():
+            scores.setdefault(k, []).append(v)
+        attribute = list(g.ATTRIBUTES)[i % len(g.ATTRIBUTES)]
+        ans = greedy_answer(model, ex, g.mcq_prompt(attribute), pixels[i], 3)
+        letter = g.parse_mcq(ex.tok.decode([vmap.real(t) for t in ans if t != ex.im_end and t > 0]))
+        mcq.append(float(letter == g.mcq_answer(attrs, attribute)))
+    model.train()
+    out = {k: sum(v) / len(v) for k, v in scores.items()}
+    out["mcq"] = sum(mcq) / len(mcq)
+    out["min_attr"] = min(out[f"attr_{a}"] for a in g.ATTRIBUTES)
+    out["example"] = text
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def weights_dir(role: str) -> Path:
+    return Path(__file__).resolve().parent / "weights" / role
+
+
+def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every: int, max_minutes: float | None,
+          threads: int) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import save_file
+
+    from lvspec_eval.testbed.vocab import VocabMap, reduced_ids
+    from lvspec_eval.testing.tiny import QWEN2_5_VL_CHAT_TEMPLATE, qwen_tokenizer
+
+    spec = ROLES[role]
+    budget = spec.max_minutes if max_minutes is None else max_minutes
+    torch.set_num_threads(threads)
+    tok = qwen_tokenizer()
+    tok.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
+    vmap = VocabMap(reduced_ids(tok))
+    ex = Examples(tok, vmap)
+    train_px = load_clip_tensors("train", n_train)
+    val_px = load_clip_tensors("val", n_val)
+    train_attrs = [clips.clip_attributes(s) for s in clips.split_seeds("train", n_train)]
+    val_seeds = clips.split_seeds("val", n_val)
+
+    model = build_model(spec, vmap, tok).train()
+    vision = [p for n, p in model.named_parameters() if ".visual." in f".{n}"]
+    vision_ids = {id(p) for p in vision}
+    text = [p for p in model.parameters() if id(p) not in vision_ids]
+    opt = torch.optim.AdamW([{"params": text, "lr": spec.lr}, {"params": vision, "lr": 3 * spec.lr}],
+                            weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    rng = random.Random(spec.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    t0 = time.time()
+    step = 0
+    reason = f"time budget of {budget:g} min reached; kept the best validation check"
+    print(f"[{role}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params (reduced vocab {vmap.size}), "
+          f"{n_train} train clips, {n_val} val clips, batch {batch}, {threads} thread(s)", flush=True)
+    while True:
+        idx = [rng.randrange(n_train) for _ in range(batch)]
+        seqs = [ex.sample(train_attrs[i], rng, spec.style) for i in idx]
+        loss = weighted_loss(model, collate(seqs, train_px[idx], int(ex.video_id)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"loss diverged at step {step}")
+        if step % eval_every:
+            continue
+        check = validate(model, ex, vmap, val_px, val_seeds)
+        check.update(step=step, minutes=round((time.time() - t0) / 60, 2), loss=round(loss.item(), 4))
+        history.append(check)
+        print(f"[{role}] step {step} {check['minutes']:.1f} min loss {check['loss']:.3f} F1 {check['anchor_f1']:.3f} "
+              + " ".join(f"{a[:3]} {check['attr_' + a]:.2f}" for a in g.ATTRIBUTES) + f" mcq {check['mcq']:.2f}",
+              flush=True)
+        key = check["anchor_f1"] + check["mcq"]
+        passed = (check["anchor_f1"] >= spec.stop_f1 and check["min_attr"] >= spec.stop_min_attr
+                  and check["mcq"] >= spec.stop_mcq)
+        if best is None or key > best["key"] or passed:
+            best = {"key": key, "check": check,
+                    "state": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}}
+        if passed:
+            reason = (f"validation check passed at step {step}: anchor_f1 {check['anchor_f1']:.3f} >= {spec.stop_f1}, "
+                      f"min attribute {check['min_attr']:.2f} >= {spec.stop_min_attr}, mcq {check['mcq']:.2f} >= {spec.stop_mcq}")
+            break
+        if time.time() - t0 > budget * 60:
+            break
+    assert best is not None
+    state = best["state"]
+    state.pop("lm_head.weight", None)  # tied to the embedding
+    save_file(state, str(out / "model.safetensors"))
+    info = {
+        "role": role,
+        "spec": asdict(spec),
+        "real_ids": vmap.real_ids,
+        "stop_reason": reason,
+        "kept_check": {k: v for k, v in best["check"].items()},
+        "train_minutes": round((time.time() - t0) / 60, 2),
+        "threads": threads,
+        "n_train": n_train,
+        "n_val": n_val,
+        "batch": batch,
+        "history": history,
+        "torch": torch.__version__,
+    }
+    (out / "testbed.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"[{role}] {reason}; wrote {out}", flush=True)
+    return info
+
+
+def train_all(a: argparse.Namespace) -> None:
+    """Train every role in its own process (one thread each), streaming their progress lines."""
+    import subprocess
+
+    t0 = time.time()
+    procs = []
+    for role in ROLES:
+        cmd = [sys.executable, "-m", "lvspec_eval.testbed.train", "--role", role, "--train-clips", str(a.train_clips),
+               "--val-clips", str(a.val_clips), "--batch", str(a.batch), "--eval-every", str(a.eval_every),
+               "--threads", "1"]
+        if a.out is not None:
+            cmd += ["--out", str(Path(a.out) / role)]
+        if a.max_minutes is not None:
+            cmd += ["--max-minutes", str(a.max_minutes)]
+        procs.append((role, subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"))))
+    failed = [role for role, p in procs if p.wait() != 0]
+    if failed:
+        raise SystemExit(f"training failed for {failed}")
+    print(f"[testbed] trained {', '.join(ROLES)} in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--role", choices=sorted(ROLES) + ["all"], required=True,
+                   help="'all': encode the clips once, then train both roles side by side (one thread each)")
+    p.add_argument("--out", type=Path, default=None, help="default: lvspec_eval/testbed/weights/<role>")
+    p.add_argument("--train-clips", type=int, default=4000)
+    p.add_argument("--val-clips", type=int, default=64)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--max-minutes", type=float, default=None, help="default: the role's budget")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prepare-only", action="store_true", help="only encode the clip tensors (shared cache)")
+    a = p.parse_args(argv)
+    if a.prepare_only or a.role == "all":
+        clip_tensor_file("train", a.train_clips)
+        clip_tensor_file("val", a.val_clips)
+        if a.prepare_only:
+            return
+    if a.role == "all":
+        return train_all(a)
+    train(a.role, a.out or weights_dir(a.role), a.train_clips, a.val_clips, a.batch, a.eval_every, a.max_minutes,
+          a.threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
