@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
+
+DeviceMap = Union[str, dict[str, Union[str, int]]]
 
 
 class CheckpointError(OSError):
@@ -23,6 +26,47 @@ def default_device_map(device_map: Optional[str]) -> str:
     if device_map:
         return device_map
     return "auto" if torch.cuda.is_available() else "cpu"
+
+
+def is_map_file(device_map: Optional[str]) -> bool:
+    return bool(device_map) and str(device_map).endswith(".json")
+
+
+def resolve_device_map(device_map: str, role: str, offload_folder: Optional[str] = None) -> DeviceMap:
+    """A `from_pretrained` device map: a strategy/device string as given, or the dict of a JSON file.
+
+    A JSON file maps module names to devices, e.g. {"model.visual": 0, "model.language_model.layers.0": 0,
+    ..., "lm_head": 1} (values: a GPU index, "cuda:N", "cpu" or "disk"). Checked before any loading."""
+    from lvspec_eval.config import ArgsError
+
+    if not is_map_file(device_map):
+        return device_map
+    path = Path(device_map).expanduser()
+    if not path.is_file():
+        raise ArgsError(f"{role} device map file {device_map!r} does not exist; give a JSON file mapping module "
+                        "names to devices, or a strategy such as auto, balanced, cpu, cuda:0")
+    try:
+        mapping = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArgsError(f"{role} device map file {device_map!r} is not valid JSON ({exc})") from None
+    if not isinstance(mapping, dict) or not mapping or not all(
+            isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in mapping.items()):
+        raise ArgsError(f"{role} device map file {device_map!r} must hold a non-empty JSON object "
+                        '{"module.name": device, ...} with devices like 0, "cuda:1", "cpu" or "disk"')
+    if "disk" in mapping.values() and not offload_folder:
+        raise ArgsError(f"{role} device map {device_map!r} puts modules on 'disk'; pass offload_folder=<folder>")
+    return mapping
+
+
+def load_tokenizer(path: str, role: str) -> Any:
+    """The tokenizer of a checkpoint (cheap: no weights), with the loader's errors made clear."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(Path(path).expanduser()) if looks_local(path) else path)
+    except (OSError, ValueError) as exc:
+        hint = " (HF_HUB_OFFLINE is set: only local folders and cached hub models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise CheckpointError(f"cannot load the tokenizer of {role} checkpoint {path!r}{hint}: {exc}") from exc
 
 
 def looks_local(path: str) -> bool:
