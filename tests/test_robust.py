@@ -161,10 +161,8 @@ def test_split_device_map_is_honoured_and_changes_nothing(tmp_path, tiny_target,
     proc = run_cli("lvspec_qwen", args, rb_task, tmp_path / "out", tasks=TASK, extra=["--limit", "2"])
     log = proc.stdout + proc.stderr
     assert "target placement:" in log and f"'{layers}.1': 'disk'" in log and f"'{layers}.0': 'disk'" in log
-    offloaded = {p.parent.name + "/" + p.name for p in (tmp_path / "offload").rglob("*.dat")}
-    assert any(n.startswith("target/") and ".layers.1." in n for n in offloaded), offloaded
-    assert any(n.startswith("drafter/") and ".layers.0." in n for n in offloaded), offloaded
-    assert not any(".layers.0." in n for n in offloaded if n.startswith("target/"))
+    placed = [line for line in log.splitlines() if "placement:" in line]
+    assert len(placed) == 2 and all("'meta':" in line for line in placed), placed  # disk layers: not resident
     records = read_records(tmp_path / "r.jsonl")
     assert len(records) == 2
     assert comparable(records) == {d: v for d, v in comparable(baseline.values()).items() if d < 2}

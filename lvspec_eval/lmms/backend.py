@@ -4,6 +4,7 @@ A family subclass only names its adapter class (`adapter_class`)."""
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import glob
 import os
@@ -152,8 +153,10 @@ class LVSpecBackend(lmms):
                                                      offload_folder=offload("drafter"), **load)
         for role, adapter in (("target", self.target), ("drafter", self.draft)):
             placement = getattr(adapter.model, "hf_device_map", None) if adapter is not None else None
-            if placement:
-                logger.info(f"lvspec: {role} placement: {placement}")
+            if placement:  # the map as transformers applied it, and where the weights are now
+                where = collections.Counter(str(p.device) for p in adapter.model.parameters())
+                logger.info(f"lvspec: {role} placement: {placement}; parameter tensors by device: {dict(where)} "
+                            "(meta: offloaded, loaded by accelerate hooks per forward)")
         self.rule = build_rule(args)
         logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
                     f"per-sample records -> {self.stats_path.resolve()}")

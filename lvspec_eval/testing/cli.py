@@ -79,8 +79,8 @@ def task_variant(dst: Path, name: str, docs: list[dict[str, Any]], videos: Path,
     yaml = (TINY_TASK_DIR / "lvspec_tiny.yaml").read_text()
     yaml = yaml.replace(f"task: {TINY_TASK}", f"task: {name}")
     if generation_kwargs is not None:  # JSON is YAML: replace the generation_kwargs block
-        yaml = re.sub(r"(?ms)^generation_kwargs:.*?(?=^\S)", f"generation_kwargs: {json.dumps(generation_kwargs)}\n",
-                      yaml)
+        block = f"generation_kwargs: {json.dumps(generation_kwargs, ensure_ascii=False)}\n"
+        yaml = re.sub(r"(?ms)^generation_kwargs:.*?(?=^\S)", lambda _: block, yaml)
     (dst / f"{name}.yaml").write_text(yaml)
     (dst / "test.jsonl").write_text("".join(json.dumps({"doc_id": i, **d}) + "\n" for i, d in enumerate(docs)))
     shutil.copytree(videos, dst / "videos")
