@@ -61,7 +61,9 @@ class LVSpecArgs:
     min_pixels: int = 256 * 28 * 28
     max_pixels: int = 1605632
     dtype: str = "bfloat16"
-    device_map: Optional[str] = None  # None: "auto" when CUDA is available, else "cpu"
+    device_map: Optional[str] = None  # None: "auto" when CUDA is available, else "cpu"; or a JSON map file
+    draft_device_map: Optional[str] = None  # None: as device_map (a JSON map file there: "auto"/"cpu")
+    offload_folder: Optional[str] = None  # where a device map's "disk" entries are stored
     attn_implementation: Optional[str] = None
     seed: int = 0
     paired_baseline: bool = False

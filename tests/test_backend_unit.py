@@ -3,7 +3,8 @@
 import pytest
 
 from lvspec_eval.config import ArgsError, LVSpecArgs
-from lvspec_eval.lmms.backend import LVSpecBackend, cut_at_until, default_stats_path, sample_seed
+from lvspec_eval.lmms.backend import (LVSpecBackend, TokenizerMismatchError, check_same_tokenizer, cut_at_until,
+                                     default_stats_path, sample_seed, tokenizer_differences)
 
 
 class _Tok:
@@ -51,3 +52,33 @@ def test_default_stats_path():
     p = default_stats_path("lvspec")
     assert p.parent.name == "lvspec_runs" and p.name.endswith("_lvspec.jsonl")
     assert default_stats_path("sd", rank=1, world_size=2).name.endswith("_sd_rank1.jsonl")
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_max_new_tokens_below_one_is_refused_with_the_fix(value):
+    with pytest.raises(ArgsError, match=f"max_new_tokens={value}: at least one new token.*--gen_kwargs max_new_tokens"):
+        backend()._decode_config({"max_new_tokens": value})
+    assert backend()._decode_config({"max_new_tokens": None}).max_new_tokens == 128
+    assert backend()._decode_config({"max_new_tokens": 1}).max_new_tokens == 1
+
+
+class _FakeTok:
+    def __init__(self, vocab, eos="<|im_end|>", special=("<|im_end|>", "<|endoftext|>")):
+        self.vocab, self.eos_token, self.all_special_tokens = dict(vocab), eos, list(special)
+        self.bos_token, self.pad_token, self.unk_token = None, "<|endoftext|>", None
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+
+VOCAB = {"a": 0, "b": 1, "<|endoftext|>": 2, "<|im_end|>": 3}
+
+
+def test_tokenizer_differences_name_what_differs():
+    assert tokenizer_differences(_FakeTok(VOCAB), _FakeTok(VOCAB)) == []
+    diffs = tokenizer_differences(_FakeTok(VOCAB), _FakeTok({**VOCAB, "b2": 1} | {"b": 4}))
+    assert diffs == ["vocabularies differ (4 vs 5 tokens; first at id 1: 'b' vs 'b2')"]
+    diffs = tokenizer_differences(_FakeTok(VOCAB), _FakeTok(VOCAB, eos="<|endoftext|>", special=("<|endoftext|>",)))
+    assert diffs == ["eos_token '<|im_end|>' vs '<|endoftext|>'", "special tokens differ: ['<|im_end|>'] vs []"]
+    with pytest.raises(TokenizerMismatchError, match="use different tokenizers: .*eos_token.*pick a drafter"):
+        check_same_tokenizer(_FakeTok(VOCAB), _FakeTok(VOCAB, eos="<|endoftext|>"), "T", "D")

@@ -1,32 +1,21 @@
 """The real `lmms-eval` CLI end to end on the tiny task, checked from the files it writes."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lvspec_eval.metrics.records import read_records
+from lvspec_eval.testing.cli import PIXELS, TINY_TASK as TASK, copy_tiny_task, outputs, response, run_cli
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-TASK = "lvspec_tiny_caption"
-PIXELS = "max_num_frames=8,min_pixels=3136,max_pixels=12544"
 
 
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory) -> Path:
-    """A copy of tasks/lvspec_tiny with its clips, plus one doc whose video is missing."""
-    from lvspec_eval.testing.tiny import ensure_clips
-
-    dst = tmp_path_factory.mktemp("tasks") / "lvspec_tiny"
-    shutil.copytree(REPO / "tasks" / "lvspec_tiny", dst, ignore=shutil.ignore_patterns("videos", "__pycache__"))
-    ensure_clips(dst)
-    return dst
+    """A copy of tasks/lvspec_tiny with its clips."""
+    return copy_tiny_task(tmp_path_factory.mktemp("tasks") / "lvspec_tiny")
 
 
 @pytest.fixture(scope="module")
@@ -37,32 +26,6 @@ def task_with_bad_doc(tmp_path_factory, task_dir) -> Path:
         fh.write(json.dumps({"id": "missing", "video": "no_such_clip.mp4", "question": "Describe the video.",
                              "answer": "x"}) + "\n")
     return dst
-
-
-def run_cli(model: str, model_args: str, task_dir: Path, out: Path, extra=()) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device", "cpu",
-           "--include_path", str(task_dir), "--tasks", TASK, "--batch_size", "1", "--output_path", str(out),
-           "--log_samples", *extra]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out.parent, timeout=600)
-
-
-def outputs(out: Path) -> tuple[dict, list[dict]]:
-    """The results json and the samples of the run (the CLI exits 0 even on failure)."""
-    results = sorted(out.rglob("*_results.json"))
-    samples = sorted(out.rglob(f"*_samples_{TASK}.jsonl"))
-    assert results and samples, f"no results/samples under {out}"
-    with open(samples[-1]) as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return json.loads(results[-1].read_text()), sorted(rows, key=lambda r: r["doc_id"])
-
-
-def response(sample: dict) -> str:
-    # lmms-eval drops `resps` when it equals `filtered_resps`
-    resp = sample.get("resps", sample["filtered_resps"])
-    while isinstance(resp, list):
-        resp = resp[0]
-    return resp
 
 
 def test_sd_run_records_and_results(tmp_path, tiny_target, tiny_draft, task_with_bad_doc):
@@ -131,16 +94,6 @@ def test_unknown_model_arg_is_refused_with_the_valid_list(tmp_path, tiny_target,
     text = proc.stdout + proc.stderr
     assert "unknown model arg(s) num_draft_token" in text and "num_draft_tokens" in text
     assert not list((tmp_path / "out").rglob("*_results.json"))
-
-
-def test_context_limit_fails_samples_with_a_clear_record(tmp_path, tiny_target, task_dir):
-    stats = tmp_path / "r.jsonl"
-    run_cli("lvspec_qwen", f"pretrained={tiny_target},method=ar,dtype=float32,device_map=cpu,{PIXELS},max_length=50,"
-                           f"stats_path={stats}", task_dir, tmp_path / "out")
-    _, samples = outputs(tmp_path / "out")
-    records = read_records(stats)
-    assert len(records) == len(samples) == 3
-    assert all("exceeds the context limit (50)" in r["error"] for r in records)
 
 
 LLAVA_FRAMES = 8

@@ -3,6 +3,7 @@ M-RoPE position ids for multi-token forwards, per-session rope state."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import torch
@@ -26,14 +27,31 @@ class QwenSession(Session):
         return pos.view(1, 1, k).expand(3, 1, k)
 
 
+def _still_image(path: str) -> bool:
+    """True for a file that PIL reads as a single picture (an image given where a video is expected)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return getattr(im, "n_frames", 1) <= 1
+    except Exception:  # not an image PIL knows: leave it to the video reader
+        return False
+
+
 def frame_count(video_path: str, max_num_frames: int) -> int:
     """lmms-eval's qwen2_5_vl rule: max(2, (min(max_num_frames, total) // 2) * 2)."""
     import decord
 
+    if "://" not in video_path:
+        if not os.path.isfile(video_path):
+            raise ValueError(f"video file {video_path!r} does not exist; fix the path or the task's doc_to_visual")
+        if _still_image(video_path):
+            raise ValueError(f"{video_path!r} is a still image where a video is expected; give a video file "
+                             "(lvspec backends decode videos)")
     try:
         total = len(decord.VideoReader(video_path))
     except Exception as exc:  # decord raises its own error types
-        raise ValueError(f"cannot read video {video_path!r} ({exc}); check that the file exists and is a valid video") from exc
+        raise ValueError(f"cannot read video {video_path!r} ({exc}); check that the file is a complete, valid video") from exc
     if total <= 0:
         raise ValueError(f"video {video_path!r} has no frames; replace or drop the file")
     return max(2, (min(max_num_frames, total) // 2) * 2)
@@ -52,11 +70,13 @@ class QwenVLAdapter(HFAdapter):
 
     @classmethod
     def load(cls, path: str, *, dtype: str = "bfloat16", device_map: Any = "cpu",
-             attn_implementation: Optional[str] = None, **video_args: Any) -> "QwenVLAdapter":
+             attn_implementation: Optional[str] = None, offload_folder: Optional[str] = None,
+             **video_args: Any) -> "QwenVLAdapter":
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
         model = load_pretrained(Qwen2_5_VLForConditionalGeneration, path, dtype=resolve_dtype(dtype),
-                                device_map=device_map, attn_implementation=attn_implementation)
+                                device_map=device_map, attn_implementation=attn_implementation,
+                                offload_folder=offload_folder)
         processor = AutoProcessor.from_pretrained(
             path, max_pixels=video_args.get("max_pixels", 1605632), min_pixels=video_args.get("min_pixels", 256 * 28 * 28)
         )

@@ -4,7 +4,9 @@ A family subclass only names its adapter class (`adapter_class`)."""
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
+import glob
 import os
 import zlib
 from pathlib import Path
@@ -22,11 +24,13 @@ from lmms_eval.protocol import ChatMessages
 from lvspec_eval import __version__
 from lvspec_eval.acceptance import build_rule
 from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
-from lvspec_eval.adapters.loading import check_checkpoint, check_same_tokenizer, default_device_map
+from lvspec_eval.adapters.loading import (TokenizerMismatchError, check_checkpoint, check_same_tokenizer,
+                                          default_device_map, is_map_file, load_tokenizer, resolve_device_map,
+                                          tokenizer_differences)
 from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import DecodeResult, decode
-from lvspec_eval.metrics.records import (RECORD_VERSION, append_record, decode_fields, paired_fields, run_means,
-                                         token_pieces)
+from lvspec_eval.metrics.records import (RECORD_VERSION, append_record, decode_fields, paired_fields, recorded_samples,
+                                         repair_tail, resume_key, run_means, token_pieces)
 from lvspec_eval.pruning import VideoPruning
 from lvspec_eval.relevance import build_anchor_finder
 
@@ -67,42 +71,69 @@ class LVSpecBackend(lmms):
         self.args = args = LVSpecArgs.from_kwargs(**kwargs)
         if int(batch_size or 1) != 1:
             raise ArgsError(f"batch_size={batch_size}: lvspec backends decode one sample at a time; use --batch_size 1")
+        # Everything that can be refused is checked here, before any weights load.
         check_checkpoint(args.pretrained, "target")
-        if args.method != "ar" and args.draft_pretrained != "self":
+        uses_draft = args.method != "ar" and args.draft_pretrained != "self"
+        if uses_draft:
             check_checkpoint(args.draft_pretrained, "drafter")
 
         from accelerate import Accelerator
 
         self.accelerator = Accelerator()
-        self._rank = self.accelerator.process_index
-        self._world_size = self.accelerator.num_processes
+        # lmms-eval reads the launcher's environment (and later sets _rank/_world_size from it): so do we
+        self._rank = int(os.environ.get("RANK", self.accelerator.process_index))
+        self._world_size = int(os.environ.get("WORLD_SIZE", self.accelerator.num_processes))
         device_map = args.device_map
-        if self._world_size > 1 and device_map is None:
-            device_map = f"cuda:{self.accelerator.local_process_index}" if torch.cuda.is_available() else "cpu"
+        if self._world_size > 1 and device_map is None:  # data parallel: one device per process
+            local = int(os.environ.get("LOCAL_RANK", self.accelerator.local_process_index))
+            device_map = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
         elif device_map is None and device == "cpu":
             device_map = "cpu"
         self.device_map = default_device_map(device_map)
+        draft_map = args.draft_device_map or (default_device_map(None) if is_map_file(self.device_map)
+                                              else self.device_map)
+        target_map = resolve_device_map(self.device_map, "target", args.offload_folder)
+        draft_map = resolve_device_map(draft_map, "drafter", args.offload_folder)
+        if uses_draft:
+            check_same_tokenizer(load_tokenizer(args.pretrained, "target"), load_tokenizer(args.draft_pretrained, "drafter"),
+                                 args.pretrained, args.draft_pretrained)
+        self.stats_path = Path(args.stats_path) if args.stats_path else default_stats_path(
+            args.method, self._rank, self._world_size)
+        if args.stats_path and self._world_size > 1:
+            self.stats_path = self.stats_path.with_name(f"{self.stats_path.stem}_rank{self._rank}{self.stats_path.suffix}")
+        dropped = repair_tail(self.stats_path)
+        if dropped:
+            logger.warning(f"lvspec: {self.stats_path} ended in a partial line (a killed run); dropped its {dropped} bytes")
 
-        load = dict(dtype=args.dtype, device_map=self.device_map, attn_implementation=args.attn_implementation,
+        load = dict(dtype=args.dtype, attn_implementation=args.attn_implementation,
                     max_num_frames=args.max_num_frames, fps=args.fps, min_pixels=args.min_pixels,
                     max_pixels=args.max_pixels)
-        self.target = self.adapter_class.load(args.pretrained, **load)
+        offload = (lambda role: str(Path(args.offload_folder) / role)) if args.offload_folder else (lambda role: None)
+        self.target = self.adapter_class.load(args.pretrained, device_map=target_map, offload_folder=offload("target"),
+                                              **load)
         self.draft: Optional[HFAdapter] = None
         if args.method != "ar":
             if args.draft_pretrained == "self":
                 self.draft = self.target
             else:
-                self.draft = self.adapter_class.load(args.draft_pretrained, **load)
-                check_same_tokenizer(self.target.tokenizer, self.draft.tokenizer, args.pretrained, args.draft_pretrained)
+                self.draft = self.adapter_class.load(args.draft_pretrained, device_map=draft_map,
+                                                     offload_folder=offload("drafter"), **load)
+        for role, adapter in (("target", self.target), ("drafter", self.draft)):
+            placement = getattr(adapter.model, "hf_device_map", None) if adapter is not None else None
+            if placement:  # the map as transformers applied it, and where the weights are now
+                where = collections.Counter(str(p.device) for p in adapter.model.parameters())
+                logger.info(f"lvspec: {role} placement: {placement}; parameter tensors by device: {dict(where)} "
+                            "(meta: offloaded, loaded by accelerate hooks per forward)")
         self.rule = build_rule(args)
-        self.stats_path = Path(args.stats_path) if args.stats_path else default_stats_path(
-            args.method, self._rank, self._world_size)
-        if args.stats_path and self._world_size > 1:
-            self.stats_path = self.stats_path.with_name(f"{self.stats_path.stem}_rank{self._rank}{self.stats_path.suffix}")
         logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
                     f"per-sample records -> {self.stats_path.resolve()}")
 
     # -- lmms-eval API ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where lmms-eval puts its cross-rank tensors (data parallel): this process's device."""
+        return self.accelerator.device
+
     @property
     def tokenizer(self) -> Any:
         return self.target.tokenizer
@@ -114,27 +145,52 @@ class LVSpecBackend(lmms):
         raise NotImplementedError("lvspec backends do not support multi-round generation")
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
-        for req in requests:  # refuse what cannot be honoured before any work starts
-            self._decode_config(req.args[2])
-        results, records = [], []
-        for req in tqdm(requests, disable=(self.rank != 0), desc=f"lvspec {self.args.method}"):
+        # refuse what cannot be honoured before any work starts
+        configs = [self._decode_config(req.args[2]) for req in requests]
+        done = recorded_samples(self._resume_files())  # samples this stats_path already holds
+        results, records, reused = [], [], 0
+        for req, cfg in zip(tqdm(requests, disable=(self.rank != 0), desc=f"lvspec {self.args.method}"), configs):
+            if (req.metadata or {}).get("__padding_only__"):  # lmms-eval's rank padding: discarded, not a sample
+                results.append(GenerationResult(text="", token_counts=TokenCounts(output_tokens=0)))
+                continue
             ctx, doc_to_messages, gen_kwargs, doc_id, task, split = req.args
-            record = self._base_record(task, split, doc_id)
+            record = self._base_record(task, split, doc_id, cfg)
+            previous = done.get(resume_key(record))
+            if previous is not None:  # resume: answer from the record, decode nothing
+                reused += 1
+                records.append(previous)
+                results.append(GenerationResult(text=previous["text"],
+                                                token_counts=TokenCounts(output_tokens=previous["new_tokens"])))
+                continue
             text, n_tokens = "", 0
             try:
                 doc = self.task_dict[task][split][doc_id]
                 inputs = self._prepare(doc_to_messages(doc))
-                text, fields = self._decode_sample(inputs, gen_kwargs, sample_seed(self.args.seed, task, split, doc_id))
+                text, fields = self._decode_sample(inputs, cfg, sample_seed(self.args.seed, task, split, doc_id))
                 record.update(fields)
                 n_tokens = fields["new_tokens"]
             except Exception as exc:  # one bad sample is recorded and the run goes on
                 logger.opt(exception=exc).warning(f"lvspec: sample {task}/{split}/{doc_id} failed: {exc}")
                 record["error"] = f"{type(exc).__name__}: {exc}"
             append_record(self.stats_path, record)
+            if not record.get("error"):
+                done[resume_key(record)] = record
             records.append(record)
             results.append(GenerationResult(text=text, token_counts=TokenCounts(output_tokens=n_tokens)))
+        if reused:
+            logger.info(f"lvspec: resumed: {reused} of {len(records)} samples were already recorded under "
+                        f"{self.stats_path.parent}; decoded the other {len(records) - reused}")
         self._log_run(records)
         return results
+
+    def _resume_files(self) -> list[Path]:
+        """The record files a run with this stats_path may resume from: the file itself and, for a
+        data-parallel run, every rank's file (a run may resume with another number of processes)."""
+        if not self.args.stats_path:
+            return [self.stats_path] if self.stats_path.exists() else []
+        base = Path(self.args.stats_path)
+        files = [base] + sorted(base.parent.glob(f"{glob.escape(base.stem)}_rank*{base.suffix}"))
+        return [f for f in files if f.is_file()]
 
     # -- one sample ---------------------------------------------------------------------------
     def _decode_config(self, gen_kwargs: dict[str, Any]) -> DecodeConfig:
@@ -147,14 +203,26 @@ class LVSpecBackend(lmms):
             )
         until = gen_kwargs.get("until") or ()
         until = (until,) if isinstance(until, str) else tuple(until)
-        max_new = int(gen_kwargs.get("max_new_tokens") or self.default_max_new_tokens)
+        max_new = gen_kwargs.get("max_new_tokens")
+        max_new = self.default_max_new_tokens if max_new is None else int(max_new)
+        if max_new < 1:
+            raise ArgsError(f"max_new_tokens={max_new}: at least one new token is needed; set max_new_tokens >= 1 in "
+                            "the task's generation_kwargs or pass --gen_kwargs max_new_tokens=N")
         eos = self.target.tokenizer.eos_token_id
         return DecodeConfig(max_new_tokens=max_new, eos_ids=(eos,) if eos is not None else (),
                             num_draft_tokens=self.args.num_draft_tokens, until=until)
 
     def _prepare(self, messages: Any) -> dict[str, Any]:
         chat = ChatMessages(messages=messages)
-        _, videos, _ = chat.extract_media()
+        images, videos, _ = chat.extract_media()
+        if images:
+            shown = images[0] if isinstance(images[0], str) else type(images[0]).__name__
+            raise ValueError(f"the request carries an image ({shown}) where a video is expected; lvspec backends "
+                             "decode videos: give the task a video, or run image tasks with lmms-eval's qwen2_5_vl")
+        text = "".join(part.text or "" for m in chat.messages for part in m.content if part.type == "text")
+        if not text.strip():
+            raise ValueError("empty prompt: the request has no text (the task's doc_to_text gave an empty string); "
+                             "fix the doc or the task's doc_to_text")
         hf_messages = chat.to_hf_messages(video_kwargs=self.target.video_kwargs(list(videos)))
         return self.target.prepare(hf_messages)
 
@@ -200,8 +268,7 @@ class LVSpecBackend(lmms):
             return self.args.max_length
         return getattr(self.target.model.config.get_text_config(), "max_position_embeddings", None)
 
-    def _decode_sample(self, inputs: dict[str, Any], gen_kwargs: dict[str, Any], seed: int) -> tuple[str, dict[str, Any]]:
-        cfg = self._decode_config(gen_kwargs)
+    def _decode_sample(self, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> tuple[str, dict[str, Any]]:
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         limit = self.context_limit()
         if limit and prompt_tokens + cfg.max_new_tokens > limit:
@@ -218,7 +285,6 @@ class LVSpecBackend(lmms):
             ar_res = self._run(self.args.replace(method="ar"), inputs, cfg, seed)
             fields.update(paired_fields(res, ar_res, text, self._text(ar_res.tokens, cfg.until)))
             fields["ar_token_texts"] = self._pieces(ar_res.tokens)
-        fields["max_new_tokens"] = cfg.max_new_tokens
         fields["prompt_tokens"] = prompt_tokens
         return text, fields
 
@@ -234,7 +300,7 @@ class LVSpecBackend(lmms):
                                    relax_ratio=a.relax_ratio, side=a.anchor_side, repr_kind=a.relevance_repr,
                                    embed=session.embed)
 
-    def _base_record(self, task: str, split: str, doc_id: Any) -> dict[str, Any]:
+    def _base_record(self, task: str, split: str, doc_id: Any, cfg: DecodeConfig) -> dict[str, Any]:
         a = self.args
         return {
             "record_version": RECORD_VERSION,
@@ -251,6 +317,10 @@ class LVSpecBackend(lmms):
             "rank": self._rank,
             "world_size": self._world_size,
             "paired_baseline": a.paired_baseline,
+            "max_new_tokens": cfg.max_new_tokens,
+            "until": list(cfg.until),
+            "video": {"max_num_frames": a.max_num_frames, "fps": a.fps, "min_pixels": a.min_pixels,
+                      "max_pixels": a.max_pixels},
         }
 
     def _device_name(self) -> str:

@@ -56,6 +56,54 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def repair_tail(path: str | os.PathLike) -> int:
+    """Cut a trailing partial line (left by a writer killed mid-write) so that appends stay valid.
+
+    Returns the number of bytes dropped (0 when the file is missing or ends with a newline)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        keep, pos = size, size
+        while pos > 0:  # scan back for the last newline
+            start = max(0, pos - 65536)
+            chunk = os.pread(fd, pos - start, start)
+            if keep == size and chunk.endswith(b"\n"):
+                return 0
+            nl = chunk.rfind(b"\n")
+            if nl != -1:
+                keep = start + nl + 1
+                break
+            keep, pos = 0, start
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+        return size - keep
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+#: What must match for a recorded sample to stand for a new request (resume): the sample, the
+#: method and its settings, the checkpoints, the precision, the decode limits and the video input.
+#: Not: timings, device, rank/world size (a run may resume with another number of processes).
+RESUME_KEYS = ("record_version", "task", "split", "doc_id", "method", "family", "target", "draft", "params",
+               "dtype", "paired_baseline", "max_new_tokens", "until", "video")
+
+
+def resume_key(record: dict[str, Any]) -> str:
+    return json.dumps([record.get(k) for k in RESUME_KEYS], sort_keys=True, separators=(",", ":"))
+
+
+def recorded_samples(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
+    """Successful records of `paths` by resume_key (failed samples are not done: they are retried)."""
+    return {resume_key(r): r for path in paths for r in read_records(path) if not r.get("error")}
+
+
 def edit_similarity(a: Iterable[int], b: Iterable[int]) -> float:
     """Token-level normalised Levenshtein similarity in [0, 1] (1.0: identical)."""
     from rapidfuzz.distance import Levenshtein

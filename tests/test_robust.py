@@ -1,0 +1,375 @@
+"""Robustness and scale-out through the real `lmms-eval` CLI (issue 6): bad inputs, refusals,
+resume after SIGKILL, data-parallel processes, a split device map, determinism.
+
+One tiny-model baseline run (`random` method: seeded loose acceptance, paired `ar` decode) is
+shared; the other runs are compared with it field by field, timings aside."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lvspec_eval.lmms.backend import cut_at_until
+from lvspec_eval.metrics.records import read_records
+from lvspec_eval.report.load import build_groups, load_inputs
+from lvspec_eval.testing.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
+                                     run_cli, task_variant, without)
+
+pytestmark = pytest.mark.slow
+
+TASK = "lvspec_rb"
+DOCS = [{"id": f"d{i}", "video": f"clip_{i % 3}.mp4", "question": "Describe the video.", "answer": "x"}
+        for i in range(4)]
+K = 4
+SETTINGS = f"method=random,random_accept=0.5,seed=3,num_draft_tokens={K},dtype=float32,{PIXELS},paired_baseline=true"
+#: fields that name where a record was made, not what it holds
+PLACE_FIELDS = ("rank", "world_size")
+
+
+def comparable(records) -> dict:
+    return {r["doc_id"]: without(r, TIMING_FIELDS + PLACE_FIELDS) for r in records}
+
+
+def strict_lines(path: Path) -> list[dict]:
+    """Every line of a record file, each a complete JSON object ending in a newline."""
+    raw = path.read_bytes()
+    assert raw == b"" or raw.endswith(b"\n"), f"{path} ends in a partial line"
+    return [json.loads(line) for line in raw.decode().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory) -> Path:
+    return copy_tiny_task(tmp_path_factory.mktemp("tiny") / "lvspec_tiny") / "videos"
+
+
+@pytest.fixture(scope="module")
+def rb_task(tmp_path_factory, clips_dir) -> Path:
+    return task_variant(tmp_path_factory.mktemp("rb") / TASK, TASK, DOCS, clips_dir)
+
+
+def model_args(target: str, draft: str, stats: Path, extra: str = "") -> str:
+    return f"pretrained={target},draft_pretrained={draft},{SETTINGS},device_map=cpu,stats_path={stats}{extra}"
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, tiny_target, tiny_draft, rb_task) -> dict:
+    """The single-process reference run: doc_id -> record."""
+    root = tmp_path_factory.mktemp("baseline")
+    proc = run_cli("lvspec_qwen", model_args(tiny_target, tiny_draft, root / "r.jsonl"), rb_task, root / "out",
+                   tasks=TASK)
+    records = read_records(root / "r.jsonl")
+    assert len(records) == len(DOCS) and not any(r.get("error") for r in records), proc.stderr[-3000:]
+    _, samples = outputs(root / "out", TASK)
+    assert [response(s) for s in samples] == [r["text"] for r in sorted(records, key=lambda r: r["doc_id"])]
+    # the seed matters: `random` accepted some mismatching drafts, so identical runs are not trivially identical
+    assert sum(r["accepted_loose"] for r in records) > 0
+    return {r["doc_id"]: r for r in records}
+
+
+# -- 5. determinism -------------------------------------------------------------------------------
+
+def test_same_seed_gives_identical_records(tmp_path, tiny_target, tiny_draft, rb_task, baseline):
+    run_cli("lvspec_qwen", model_args(tiny_target, tiny_draft, tmp_path / "r.jsonl"), rb_task, tmp_path / "out",
+            tasks=TASK)
+    again = read_records(tmp_path / "r.jsonl")
+    assert comparable(again) == comparable(baseline.values())
+    assert all(r["rank"] == 0 and r["world_size"] == 1 for r in again)
+
+
+# -- 2. resume after SIGKILL -------------------------------------------------------------------------
+
+def test_sigkill_then_resume_completes_without_duplicates(tmp_path, tiny_target, tiny_draft, rb_task, baseline):
+    stats = tmp_path / "r.jsonl"
+    args = model_args(tiny_target, tiny_draft, stats)
+    cmd = cli_command("lvspec_qwen", args, rb_task, tmp_path / "killed", TASK)
+    proc = subprocess.Popen(cmd, env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (stats.exists() and stats.read_bytes().count(b"\n") >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before writing a record"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = strict_lines(stats)  # the killed run's file: whole lines only
+    assert 1 <= len(before) < len(DOCS), "the kill did not land mid-run"
+    # a torn write (power loss; one write(2) per record makes it rare) must not poison the file either
+    with open(stats, "ab") as fh:
+        fh.write(b'{"record_version":1,"task":"lvspec_rb","sp')
+
+    rerun = run_cli("lvspec_qwen", args, rb_task, tmp_path / "rerun", tasks=TASK)
+    log = rerun.stdout + rerun.stderr
+    assert "ended in a partial line" in log and f"resumed: {len(before)} of {len(DOCS)} samples" in log
+    after = strict_lines(stats)
+    assert after[: len(before)] == before  # the old records are kept as they were
+    assert sorted(r["doc_id"] for r in after) == list(range(len(DOCS)))  # complete, no duplicates
+    assert comparable(after) == comparable(baseline.values())
+    _, samples = outputs(tmp_path / "rerun", TASK)  # skipped requests are answered from the records
+    assert [response(s) for s in samples] == [r["text"] for r in sorted(after, key=lambda r: r["doc_id"])]
+
+
+# -- 3. data parallel --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_data_parallel_two_processes_equal_single_process(tmp_path, tiny_target, tiny_draft, rb_task, baseline):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    # on a CPU-only machine `--multi_gpu` is what starts several processes (torch.distributed, gloo)
+    launcher = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                "-m", "lmms_eval"]
+    stats = tmp_path / "dp" / "r.jsonl"
+    proc = run_cli("lvspec_qwen", model_args(tiny_target, tiny_draft, stats), rb_task, tmp_path / "out", tasks=TASK,
+                   launcher=launcher)
+    files = sorted((tmp_path / "dp").glob("*.jsonl"))
+    assert [f.name for f in files] == ["r_rank0.jsonl", "r_rank1.jsonl"], proc.stderr[-3000:]
+    for rank, path in enumerate(files):
+        records = read_records(path)
+        assert records and all(r["rank"] == rank and r["world_size"] == 2 for r in records)
+    # lvspec-report reads the folder: one group holding every sample once
+    inputs = load_inputs([tmp_path / "dp"])
+    groups = build_groups(inputs)
+    assert len(groups) == 1 and not inputs.warnings
+    assert comparable(groups[0].records.values()) == comparable(baseline.values())
+    _, samples = outputs(tmp_path / "out", TASK)
+    assert [response(s) for s in samples] == [baseline[d]["text"] for d in sorted(baseline)]
+
+
+# -- 4. model parallel: an explicit device map that splits the layers ------------------------------
+
+def test_split_device_map_is_honoured_and_changes_nothing(tmp_path, tiny_target, tiny_draft, rb_task, baseline):
+    """CPU only has one device: the maps split the decoder layers between "cpu" and "disk" (weights
+    streamed in by accelerate's hooks, the machinery of a multi-GPU split)."""
+    layers = "model.language_model.layers"
+    common = {"model.visual": "cpu", "model.language_model.embed_tokens": "cpu", "model.language_model.norm": "cpu",
+              "model.language_model.rotary_emb": "cpu", "lm_head": "cpu"}
+    (tmp_path / "target_map.json").write_text(json.dumps({**common, f"{layers}.0": "cpu", f"{layers}.1": "disk"}))
+    (tmp_path / "draft_map.json").write_text(json.dumps({**common, f"{layers}.0": "disk", f"{layers}.1": "cpu"}))
+    args = model_args(tiny_target, tiny_draft, tmp_path / "r.jsonl").replace("device_map=cpu,", "")
+    args += (f",device_map={tmp_path / 'target_map.json'},draft_device_map={tmp_path / 'draft_map.json'},"
+             f"offload_folder={tmp_path / 'offload'}")
+    proc = run_cli("lvspec_qwen", args, rb_task, tmp_path / "out", tasks=TASK, extra=["--limit", "2"])
+    log = proc.stdout + proc.stderr
+    assert "target placement:" in log and f"'{layers}.1': 'disk'" in log and f"'{layers}.0': 'disk'" in log
+    placed = [line for line in log.splitlines() if "placement:" in line]
+    assert len(placed) == 2 and all("'meta':" in line for line in placed), placed  # disk layers: not resident
+    records = read_records(tmp_path / "r.jsonl")
+    assert len(records) == 2
+    assert comparable(records) == {d: v for d, v in comparable(baseline.values()).items() if d < 2}
+
+
+# -- 1. bad inputs: each doc gets its own failed-sample record, the run goes on -------------------------
+
+def make_bad_videos(folder: Path, good: Path) -> None:
+    import av
+    from PIL import Image
+
+    from lvspec_eval.testing.tiny import _clip_frames
+
+    data = good.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) at the end: lost
+    (folder / "corrupt.mp4").write_bytes(bytes((i * 7919) % 251 for i in range(5000)))
+    with av.open(str(folder / "faststart.mp4"), mode="w", format="mp4", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width = stream.height = 112
+        stream.pix_fmt = "yuv420p"
+        for rgb in _clip_frames(0, 16, 112):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    fast = (folder / "faststart.mp4").read_bytes()
+    (folder / "faststart_truncated.mp4").write_bytes(fast[: len(fast) * 6 // 10])  # index kept, frames cut
+    out = av.open(str(folder / "zero_frames.mp4"), mode="w", format="mp4")
+    stream = out.add_stream("libx264", rate=8)
+    stream.width = stream.height = 112
+    stream.pix_fmt = "yuv420p"
+    out.start_encoding()
+    out.close()
+    Image.new("RGB", (112, 112), (200, 30, 30)).save(folder / "still.png")
+    shutil.copy(folder / "still.png", folder / "still_named_as.mp4")
+
+
+BAD_DOCS = [  # (video, question, what the record's error must say; None: a good doc)
+    ("clip_0.mp4", "Describe the video.", None),
+    ("no_such_clip.mp4", "Describe the video.", "does not exist"),
+    ("truncated.mp4", "Describe the video.", "cannot read video"),
+    ("faststart_truncated.mp4", "Describe the video.", "cannot read video"),
+    ("corrupt.mp4", "Describe the video.", "cannot read video"),
+    ("zero_frames.mp4", "Describe the video.", "cannot read video"),
+    ("still.png", "Describe the video.", "an image ("),
+    ("still_named_as.mp4", "Describe the video.", "still image where a video is expected"),
+    ("clip_1.mp4", "", "empty prompt"),
+    ("clip_2.mp4", "Describe the video. " * 150, "exceeds the context limit (400)"),
+    ("clip_1.mp4", "Describe the video.", None),
+]
+
+
+def test_bad_docs_get_failed_records_and_max_new_tokens_1(tmp_path, tiny_target, tiny_draft, clips_dir):
+    videos = tmp_path / "videos"
+    shutil.copytree(clips_dir, videos)
+    make_bad_videos(videos, videos / "clip_0.mp4")
+    docs = [{"id": f"b{i}", "video": v, "question": q, "answer": "x"} for i, (v, q, _) in enumerate(BAD_DOCS)]
+    tasks = tmp_path / "tasks"
+    task_variant(tasks / "bad", "lvspec_rb_bad", docs, videos)
+    task_variant(tasks / "one", "lvspec_rb_one", docs[:1], videos,
+                 {"max_new_tokens": 1, "temperature": 0, "do_sample": False, "until": ["<|lvspec_never|>"]})
+    stats = tmp_path / "r.jsonl"
+    args = (f"pretrained={tiny_target},draft_pretrained={tiny_draft},method=sd,num_draft_tokens={K},dtype=float32,"
+            f"device_map=cpu,{PIXELS},paired_baseline=true,max_length=400,stats_path={stats}")
+    proc = run_cli("lvspec_qwen", args, tasks, tmp_path / "out", tasks="lvspec_rb_bad,lvspec_rb_one")
+    records = read_records(stats)
+    bad = {r["doc_id"]: r for r in records if r["task"] == "lvspec_rb_bad"}
+    assert sorted(bad) == list(range(len(BAD_DOCS))), proc.stderr[-3000:]
+    _, samples = outputs(tmp_path / "out", "lvspec_rb_bad")
+    assert len(samples) == len(BAD_DOCS)
+    for (video, _, expected), sample in zip(BAD_DOCS, samples):
+        rec = bad[sample["doc_id"]]
+        if expected is None:
+            assert "error" not in rec and rec["exact_match_ar"] is True and response(sample) == rec["text"] != ""
+        else:
+            assert expected in rec["error"], (video, rec["error"])
+            assert response(sample) == "" and "tokens" not in rec
+    assert "still_named_as.mp4" in bad[7]["error"] and "no_such_clip.mp4" in bad[1]["error"]
+
+    (one,) = [r for r in records if r["task"] == "lvspec_rb_one"]
+    assert one["new_tokens"] == 1 and one["rounds"] == 0 and one["proposed"] == 0 and one["tau"] is None
+    assert one["stop_reason"] == "max_new_tokens" and one["provenance"] == "P" and one["max_new_tokens"] == 1
+    assert one["tokens"] == one["ar_tokens"] == bad[0]["tokens"][:1]
+    _, (sample,) = outputs(tmp_path / "out", "lvspec_rb_one")
+    assert response(sample) == one["text"]
+
+
+# -- 1. refused before any work: a clear message, no results, no records ---------------------------------
+
+def drafter_with_other_tokenizer(src: str, dst: Path) -> str:
+    shutil.copytree(src, dst)
+    text = (dst / "tokenizer.json").read_text()
+    assert '"<tool_call>"' in text
+    (dst / "tokenizer.json").write_text(text.replace('"<tool_call>"', '"<tool_call_v2>"'))
+    return str(dst)
+
+
+@pytest.mark.parametrize("case", ["temperature", "max_new_tokens_0", "unknown_method", "missing_checkpoint",
+                                  "other_tokenizer"])
+def test_refused_before_any_work(case, tmp_path, tiny_target, tiny_draft, rb_task):
+    stats = tmp_path / "r.jsonl"
+    target, draft, extra, settings = tiny_target, tiny_draft, [], ""
+    if case == "temperature":
+        extra, expected = ["--gen_kwargs", "temperature=0.7"], "decode greedily only"
+    elif case == "max_new_tokens_0":
+        extra, expected = ["--gen_kwargs", "max_new_tokens=0"], "max_new_tokens=0: at least one new token"
+    elif case == "unknown_method":
+        settings, expected = ",method=beam", "method='beam' is not valid; choose one of: ar, sd"
+    elif case == "missing_checkpoint":
+        target, expected = str(tmp_path / "no_such_ckpt"), "does not exist"
+    else:
+        draft = drafter_with_other_tokenizer(tiny_draft, tmp_path / "draft_v2")
+        expected = "use different tokenizers (vocabularies differ"
+    proc = run_cli("lvspec_qwen", model_args(target, draft, stats, settings), rb_task, tmp_path / "out", tasks=TASK,
+                   extra=["--limit", "1", *extra])
+    log = proc.stdout + proc.stderr
+    assert expected in log, log[-3000:]
+    assert not list((tmp_path / "out").rglob("*_results.json")) and not stats.exists()
+    if case == "other_tokenizer":  # refused before the weights load
+        assert "<tool_call_v2>" in log and "Loading weights" not in log
+
+
+# -- 1. EOS from the drafter mid-block and at the block's end, `until` across a round boundary --------
+
+def slot(index: int, k: int) -> int:
+    """Position of emitted token `index` (>= 1) in its round when every draft is accepted: 1..k are
+    drafts, k + 1 the bonus (the drafter is the target itself)."""
+    return (index - 1) % (k + 1) + 1
+
+
+def plan_eos(ar: dict, mid: bool) -> tuple[int, int, int]:
+    """(K, doc, index): a token whose first occurrence in the doc's greedy output sits mid-block
+    (1 < slot < K) or at the block's end (slot == K) when drafted K at a time."""
+    for k in range(3, 7):
+        for doc, toks in sorted(ar.items()):
+            for i in range(2, 16):
+                if toks.index(toks[i]) == i and (1 < slot(i, k) < k if mid else slot(i, k) == k):
+                    return k, doc, i
+    raise AssertionError("no token of the baseline's greedy outputs fits; change the tiny models' seeds")
+
+
+def with_eos(src: str, dst: Path, token: str) -> str:
+    """A copy of the checkpoint whose tokenizer declares `token` as its EOS."""
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "tokenizer_config.json").read_text())
+    config["eos_token"] = token
+    (dst / "tokenizer_config.json").write_text(json.dumps(config))
+    return str(dst)
+
+
+def plan_until(tok, toks: list[int], k: int) -> tuple[str, int]:
+    """(until, n): a 3-4 character string whose first occurrence spans the boundary between round
+    m - 1 and round m (m >= 2), and n, the number of tokens emitted by the end of round m."""
+    for m in range(2, 4):
+        b = 1 + (k + 1) * (m - 1)  # first token of round m
+        head = tok.decode(toks[:b], skip_special_tokens=True)
+        full = tok.decode(toks[: b + 1], skip_special_tokens=True)
+        tail = full[len(head):]
+        until = head[-2:] + tail[:2]
+        if full.startswith(head) and tail and len(head) >= 2 and until not in head and "\ufffd" not in until:
+            return until, (k + 1) * m + 1
+    raise AssertionError("no round boundary with a clean split; change the tiny models' seeds")
+
+
+@pytest.mark.parametrize("where", ["mid_block", "block_end"])
+def test_drafter_eos_and_until_across_rounds(where, tmp_path, tiny_target, clips_dir, baseline):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_target)
+    ar = {d: baseline[d]["ar_tokens"] for d in range(3)}  # docs 0..2: the three clips
+    k, doc, index = plan_eos(ar, where == "mid_block")
+    eos = ar[doc][index]
+    target = with_eos(tiny_target, tmp_path / "target", tok.convert_ids_to_tokens(eos))
+    tasks = tmp_path / "tasks"
+    task_variant(tasks / "eos", "lvspec_rb_eos", [DOCS[doc]], clips_dir)
+    names = "lvspec_rb_eos"
+    until_doc = until = None
+    if where == "mid_block":  # the same run also stops on an `until` string spanning two rounds
+        until_doc = next(d for d in range(3) if d != doc)
+        until, n_until = plan_until(tok, ar[until_doc], k)
+        assert eos not in ar[until_doc][:n_until]
+        task_variant(tasks / "until", "lvspec_rb_until", [DOCS[until_doc]], clips_dir,
+                     {"max_new_tokens": 24, "temperature": 0, "do_sample": False, "until": [until]})
+        names += ",lvspec_rb_until"
+    stats = tmp_path / "r.jsonl"
+    args = (f"pretrained={target},draft_pretrained=self,method=sd,num_draft_tokens={k},dtype=float32,"
+            f"device_map=cpu,{PIXELS},paired_baseline=true,stats_path={stats}")
+    proc = run_cli("lvspec_qwen", args, tasks, tmp_path / "out", tasks=names)
+    records = {r["task"]: r for r in read_records(stats)}
+    assert set(records) == set(names.split(",")), proc.stderr[-3000:]
+
+    rec = records["lvspec_rb_eos"]
+    rounds, j = (index - 1) // (k + 1), slot(index, k)
+    assert j < k if where == "mid_block" else j == k
+    assert rec["tokens"] == ar[doc][: index + 1] and rec["stop_reason"] == "eos"
+    assert rec["provenance"] == "P" + ("E" * k + "B") * rounds + "E" * j  # no bonus after the drafted EOS
+    assert rec["proposed"] == rounds * k + j and rec["accepted_exact"] == rec["proposed"]
+    assert rec["exact_match_ar"] is True
+    assert rec["text"] == tok.decode(ar[doc][:index], skip_special_tokens=True)
+    _, (sample,) = outputs(tmp_path / "out", "lvspec_rb_eos")
+    assert response(sample) == rec["text"]
+
+    if until is not None:
+        rec = records["lvspec_rb_until"]
+        assert rec["stop_reason"] == "until" and rec["tokens"] == ar[until_doc][:n_until]
+        full = tok.decode(ar[until_doc][:n_until], skip_special_tokens=True)
+        assert until in full and rec["text"] == cut_at_until(full, (until,)) and until not in rec["text"]
+        assert rec["ar_text"] == rec["text"]  # (ar stops one round earlier in tokens: it checks every token)
+        _, (sample,) = outputs(tmp_path / "out", "lvspec_rb_until")
+        assert response(sample) == rec["text"]
