@@ -348,8 +348,8 @@ def test_drafter_eos_and_until_across_rounds(where, tmp_path, tiny_target, clips
                      {"max_new_tokens": 24, "temperature": 0, "do_sample": False, "until": [until]})
         names += ",lvspec_rb_until"
     stats = tmp_path / "r.jsonl"
-    args = (f"pretrained={target},draft_pretrained=self,method=sd,num_draft_tokens={k},dtype=float32,"
-            f"device_map=cpu,{PIXELS},paired_baseline=true,stats_path={stats}")
+    args = (f"pretrained={target},draft_pretrained=self,draft_video_keep=1.0,method=sd,num_draft_tokens={k},"
+            f"dtype=float32,device_map=cpu,{PIXELS},paired_baseline=true,stats_path={stats}")
     proc = run_cli("lvspec_qwen", args, tasks, tmp_path / "out", tasks=names)
     records = {r["task"]: r for r in read_records(stats)}
     assert set(records) == set(names.split(",")), proc.stderr[-3000:]
@@ -367,9 +367,16 @@ def test_drafter_eos_and_until_across_rounds(where, tmp_path, tiny_target, clips
 
     if until is not None:
         rec = records["lvspec_rb_until"]
-        assert rec["stop_reason"] == "until" and rec["tokens"] == ar[until_doc][:n_until]
-        full = tok.decode(ar[until_doc][:n_until], skip_special_tokens=True)
+        # the round that completes `until` ends later (n_until); the tokens after the completing one are
+        # dropped, so sd stops on the same token as ar (which checks after every token)
+        first = next(i for i in range(1, n_until + 1)
+                     if until in tok.decode(ar[until_doc][:i], skip_special_tokens=True))
+        assert first < n_until
+        assert rec["stop_reason"] == "until" and rec["tokens"] == ar[until_doc][:first]
+        full = tok.decode(ar[until_doc][:first], skip_special_tokens=True)
         assert until in full and rec["text"] == cut_at_until(full, (until,)) and until not in rec["text"]
-        assert rec["ar_text"] == rec["text"]  # (ar stops one round earlier in tokens: it checks every token)
+        assert rec["ar_text"] == rec["text"] and rec["exact_match_ar"] is True and rec["edit_sim_ar"] == 1.0
+        assert len(rec["provenance"]) == len(rec["tokens"])  # acceptance counts follow the cut
+        assert rec["accepted_exact"] == rec["provenance"].count("E") == sum(rec["accepted_per_position"])
         _, (sample,) = outputs(tmp_path / "out", "lvspec_rb_until")
         assert response(sample) == rec["text"]

@@ -57,6 +57,24 @@ class DecodeResult:
         return self.accepted_exact + self.accepted_loose + self.accepted_shift
 
 
+def _cut_at_stop(res: DecodeResult, tokens: list[int], prov: list[str], flags: list[str], before: int,
+                 stop: Callable[[list[int]], bool]) -> None:
+    """Drop the tokens of the last round after the first one that completes a stop string, as plain
+    greedy decoding (one token per round) would have stopped there; acceptance counts follow."""
+    end = next(i for i in range(before + 1, len(tokens) + 1) if stop(tokens[:i]))
+    for i in range(end, len(tokens)):  # draft positions of the dropped tokens are i - before
+        code = prov[i]
+        if code in ("E", "L", "S"):
+            res.accepted_per_position[i - before] -= 1
+            if code == "E":
+                res.accepted_exact -= 1
+            elif code == "L":
+                res.accepted_loose -= 1
+            else:
+                res.accepted_shift -= 1
+    del tokens[end:], prov[end:], flags[end:]
+
+
 def greedy(logits: torch.Tensor) -> torch.Tensor:
     """argmax over the last dim (first index on ties, like torch.argmax); [..., V] -> [...] on CPU.
 
@@ -162,6 +180,7 @@ def decode(
         res.rounds += 1
         res.proposed += k
         emitted = draft_ids[:n] + [int(target_ids[n])]
+        before = len(tokens)
         codes = [_CODE[int(v)] for v in verdicts[:n]] if n else []
         codes.append("T" if k == 0 else ("B" if n == k else "C"))  # k == 0: nothing drafted, a plain step
         for i, (tok, code) in enumerate(zip(emitted, codes)):
@@ -198,6 +217,7 @@ def decode(
                 res.stop_reason = "max_new_tokens"
             elif stop is not None and stop(tokens):
                 res.stop_reason = "until"
+                _cut_at_stop(res, tokens, prov, flags, before, stop)
     res.decode_s = watch.stop()
     if profile:
         res.target_forward_s = t_sess.forward_s
