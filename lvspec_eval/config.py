@@ -17,7 +17,7 @@ METHODS = ("ar", "sd", "specvlm", "lvspec", "fly", "fly_plus", "random")
 LOSSLESS_METHODS = ("ar", "sd", "specvlm")
 ANCHOR_RULES = ("rank", "quantile")
 ANCHOR_SIDES = ("both", "draft", "target")
-RELEVANCE_REPRS = ("embedding", "hidden")
+RELEVANCE_REPRS = ("embedding", "hidden", "attention")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 

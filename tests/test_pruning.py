@@ -271,3 +271,47 @@ def test_different_tokenizers_are_refused(qwen_target, llava_target, llava_draft
     assert llava_target.vocab_size != llava_draft.vocab_size
     with pytest.raises(TokenizerMismatchError, match=r"different tokenizers: vocabularies differ .*same family"):
         check_same_tokenizer(qwen_target.tokenizer, llava_target.tokenizer, "qwen", "llava")
+
+
+@pytest.mark.parametrize("layer", [0, -1])
+def test_verify_video_attention_matches_eager_attention_weights(target, inputs, ar_runs, layer):
+    """relevance_repr=attention: the share of attention that each query of a K+1 verify block puts
+    on the video tokens (probe on a cached sdpa session) == eager attention weights of a full
+    forward over prompt + block, summed over video columns, mean over heads."""
+    inp, block = inputs[1], torch.tensor(ar_runs[1].tokens[:6])
+    session, pre = target.start(inp)
+    video_rows = torch.nonzero(~pre.text_mask).view(-1)
+    session.video_probe = (layer, video_rows)
+    session.extend(block[:2])  # a first round, so the probe also reads keys the cache got after prefill
+    session.extend(block[2:])
+    got = session.last_video_attention
+    eager = _eager_twin(target)
+    full = dict(inp, input_ids=torch.cat([inp["input_ids"], block.view(1, -1)], 1),
+                attention_mask=torch.ones(1, inp["input_ids"].shape[1] + 6, dtype=torch.long))
+    if "mm_token_type_ids" in inp:
+        full["mm_token_type_ids"] = torch.cat([inp["mm_token_type_ids"], torch.zeros(1, 6, dtype=torch.long)], 1)
+    with torch.inference_mode():
+        out = eager.model(**full, output_attentions=True, use_cache=False,
+                          **({"position_ids": _full_positions(eager, full)} if hasattr(eager, "min_pixels") else {}))
+    ref = out.attentions[layer][0][:, -4:, :][:, :, video_rows].sum(-1).mean(0)  # [4]
+    assert got.shape == ref.shape == (4,)
+    assert torch.allclose(got, ref, atol=1e-5), (got - ref).abs().max()
+    assert float(ref.min()) > 0
+
+
+def test_attention_relevance_lambda0_is_ar_and_relaxed_flags_both(target, draft, inputs, ar_runs):
+    """lvspec with relevance_repr=attention: lambda 0 flags every position (== ar); lambda 0.7 flags
+    both anchors and fillers and still adds up."""
+    def factory(relax):
+        return lambda prefill, session: build_anchor_finder(
+            visual=None, prompt_reps=None, top_n=10, rule="rank", relax_ratio=relax, side="both",
+            repr_kind="attention", embed=session.embed)
+
+    inp = inputs[0]
+    strict = decode(target, inp, cfg(), draft=draft, rule=LVSpecRule(0), anchor_factory=factory(0.0),
+                    video_attention_layer=-1)
+    assert strict.tokens == ar_runs[0].tokens and set(strict.anchor_flags) <= {"a", "-"}
+    relaxed = decode(target, inp, cfg(), draft=draft, rule=LVSpecRule(2), anchor_factory=factory(0.7),
+                     video_attention_layer=-1)
+    assert {"a", "f"} <= set(relaxed.anchor_flags)
+    assert relaxed.accepted == sum(relaxed.accepted_per_position) == sum(c in "ELS" for c in relaxed.provenance)

@@ -45,6 +45,8 @@ class Session:
         self.last_hidden: Optional[torch.Tensor] = None  # [k, H] of the last extend, if capturing
         self.profile = False  # when True, extend() accumulates its device-synchronised time
         self.forward_s = 0.0
+        self.video_probe: Optional[tuple[int, torch.Tensor]] = None  # (layer, video rows) -> last_video_attention
+        self.last_video_attention: Optional[torch.Tensor] = None  # [k] of the last extend, if probing
 
     @property
     def vocab_size(self) -> int:
@@ -64,10 +66,13 @@ class Session:
         watch = Stopwatch(self.adapter.input_device) if self.profile else None
         if watch:
             watch.start()
-        with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured:
+        probe = self.adapter.video_attention(self, *self.video_probe) if self.video_probe else _NULL
+        with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured, probe:
             out = self.adapter.model(**kwargs)
         if watch:
             self.forward_s += watch.stop()
+        if self.video_probe:
+            self.last_video_attention = probe.result
         self.length += k
         if captured:
             self.last_hidden = captured[-1][0]
@@ -109,6 +114,64 @@ class _Capture:
     def __exit__(self, *exc) -> None:
         if self.handle is not None:
             self.handle.remove()
+
+
+class _VideoAttention:
+    """Context manager for one `Session.extend`: the share of attention each new query puts on the
+    prompt's video tokens, at one decoder layer (softmax over every cached and new key, mean over
+    heads) -> `result` [k].
+
+    The query at block position j produces the logits that judge draft token j+1, so this is how
+    much that prediction looked at the video. Computed from the layer's input by a forward
+    pre-hook (any attention backend; the model's forward is untouched), keys of the past from the
+    session's KV cache (stored after rotary), llama-style q/k projections and rotary."""
+
+    def __init__(self, attn: torch.nn.Module, rotary: Any, past_keys: Any, video_rows: torch.Tensor,
+                 head_dim: int):
+        self.attn, self.rotary, self.past_keys = attn, rotary, past_keys
+        self.video_rows, self.head_dim = video_rows, head_dim
+        self.handle = None
+        self.result: Optional[torch.Tensor] = None
+
+    def __enter__(self) -> "_VideoAttention":
+        def hook(module, args, kwargs):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)  # [1, k, H]
+            cos, sin = kwargs["position_embeddings"]
+            self.result = self.compute(module, hidden, cos, sin)
+
+        self.handle = self.attn.register_forward_pre_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+    def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        k, d = hidden.shape[1], self.head_dim
+        q = attn.q_proj(hidden).view(1, k, -1, d).transpose(1, 2)  # [1, h, k, D]
+        new_keys = attn.k_proj(hidden).view(1, k, -1, d).transpose(1, 2)  # [1, kvh, k, D]
+        q, new_keys = self.rotary(q, new_keys, cos, sin)
+        keys = torch.cat([self.past_keys(), new_keys], dim=2) if self.past_keys() is not None else new_keys
+        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # GQA
+        scores = (q.float() @ keys.float().transpose(-1, -2)) * (d ** -0.5)  # [1, h, k, L+k]
+        past = keys.shape[2] - k
+        rows = torch.arange(k, device=scores.device).view(-1, 1) + past
+        cols = torch.arange(keys.shape[2], device=scores.device).view(1, -1)
+        probs = scores.masked_fill(cols > rows, float("-inf")).softmax(-1)[0]  # [h, k, L+k]
+        return probs[:, :, self.video_rows.to(probs.device)].sum(-1).mean(0).cpu()  # [k]
+
+
+class _NullContext:
+    result = None
+
+    def __enter__(self) -> "_NullContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+_NULL = _NullContext()
 
 
 class _AttentionProbe:
@@ -212,6 +275,23 @@ class HFAdapter:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         attn = self.decoder_layers()[layer_index].self_attn
         return _AttentionProbe(attn, apply_rotary_pos_emb, video_rows, cfg.num_attention_heads, head_dim)
+
+    def video_attention(self, session: Session, layer_index: int, video_rows: torch.Tensor) -> _VideoAttention:
+        """A `_VideoAttention` probe on decoder layer `layer_index` of `session`'s next extend."""
+        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb  # llama-style rotary
+
+        cfg = self.model.config.get_text_config()
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        layers = self.decoder_layers()
+        index = layer_index % len(layers)
+
+        def past_keys() -> Optional[torch.Tensor]:
+            cache_layers = getattr(session.cache, "layers", None)
+            if cache_layers is None or index >= len(cache_layers):
+                return None
+            return getattr(cache_layers[index], "keys", None)
+
+        return _VideoAttention(layers[index].self_attn, apply_rotary_pos_emb, past_keys, video_rows, head_dim)
 
     def new_cache(self) -> Any:
         from transformers import DynamicCache

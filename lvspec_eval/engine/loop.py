@@ -100,6 +100,7 @@ def decode(
     rule: Optional[AcceptanceRule] = None,
     anchor_factory: Optional[AnchorFactory] = None,
     capture_layer: Optional[int] = None,
+    video_attention_layer: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     stop: Optional[Callable[[list[int]], bool]] = None,
     profile: bool = False,
@@ -107,6 +108,8 @@ def decode(
     """Greedy decoding of `target`, speculative when `draft` and `rule` are given.
 
     stop(tokens) -> True ends decoding after a round (the task's `until` strings).
+    video_attention_layer: probe the target's attention share on the video at this decoder layer in
+    every verify forward (for relevance_repr=attention).
     pruning: the drafter prefills on a pruned video, chosen from the target's prefill attention
     (SpecVLM, Self-SD); the target's own decoding is unchanged."""
     speculative = draft is not None
@@ -132,6 +135,10 @@ def decode(
         if res.video_tokens is not None and d_pre is not None:
             res.draft_video_tokens = d_pre.video_tokens_fed
     finder = anchor_factory(t_pre, t_sess) if (speculative and rule.needs_anchors and anchor_factory) else None
+    if finder is not None and video_attention_layer is not None:
+        video_rows = torch.nonzero(~t_pre.text_mask).view(-1)
+        if video_rows.numel():
+            t_sess.video_probe = (video_attention_layer, video_rows)
     last = int(greedy(t_pre.logits))
     res.prefill_s = watch.stop()
     for sess in (t_sess, d_sess):
@@ -173,7 +180,8 @@ def decode(
         if k > 0:
             d = torch.tensor(draft_ids)
             if finder is not None:
-                anchors, scores = finder.round(d, target_ids, t_sess.last_hidden)
+                signal = t_sess.last_video_attention if finder.repr_kind == "attention" else t_sess.last_hidden
+                anchors, scores = finder.round(d, target_ids, signal)
             view = RoundView(d, target_ids, target_logits, anchors=anchors, generator=generator)
             verdicts = rule.judge(view)
             n = accepted_length(verdicts)

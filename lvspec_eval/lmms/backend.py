@@ -250,8 +250,9 @@ class LVSpecBackend(lmms):
         keep = method_args.video_keep()
         pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass,
                                layer=method_args.draft_video_layer) if keep < 1.0 else None
-        capture = method_args.relevance_layer if (rule is not None and rule.needs_anchors
-                                                  and method_args.relevance_repr == "hidden") else None
+        anchors = rule is not None and rule.needs_anchors
+        capture = method_args.relevance_layer if (anchors and method_args.relevance_repr == "hidden") else None
+        probe = method_args.relevance_layer if (anchors and method_args.relevance_repr == "attention") else None
         return decode(
             self.target, inputs, cfg,
             draft=None if ar else self.draft,
@@ -259,6 +260,7 @@ class LVSpecBackend(lmms):
             rule=rule,
             anchor_factory=self._anchor_factory,
             capture_layer=capture,
+            video_attention_layer=probe,
             generator=torch.Generator().manual_seed(seed),
             stop=stop,
         )
@@ -293,6 +295,8 @@ class LVSpecBackend(lmms):
         if a.relevance_repr == "hidden":
             visual = prefill.hidden[~prefill.text_mask] if prefill.visual_features is not None else None
             prompt = prefill.hidden[prefill.text_mask]
+        elif a.relevance_repr == "attention":  # scored from the verify forwards' attention, not features
+            visual = prompt = None
         else:
             visual = prefill.visual_features
             prompt = session.embed(prefill.prompt_ids[prefill.text_mask])

@@ -101,8 +101,16 @@ class AnchorFinder:
         """Anchors [K] bool and position scores [K] for one round.
 
         draft_ids: [K]; target_ids: [K+1]; hidden: [K+1, H] verify-forward hidden states at the
-        relevance layer (only for repr_kind == "hidden")."""
+        relevance layer (repr_kind == "hidden"), or [K+1] the verify queries' attention share on
+        the video tokens (repr_kind == "attention": no visual features; a video-free sample has
+        zero share everywhere)."""
         k = draft_ids.numel()
+        if self.repr_kind == "attention":
+            if hidden is None:  # no video in the prompt: every position is an anchor (strict)
+                return torch.ones(k, dtype=torch.bool), torch.zeros(k)
+            s_draft = s_target = hidden[:k].float()  # query j judges draft j+1 (0-based: draft j)
+            scores = self.selector.position_scores(s_draft, s_target).cpu()
+            return self.selector.select(scores), scores
         if self.scorer is None:
             return torch.ones(k, dtype=torch.bool), torch.zeros(k)
         if self.repr_kind == "hidden":
@@ -133,7 +141,7 @@ def build_anchor_finder(
 ) -> AnchorFinder:
     """visual: [Nv, H] visual representations; prompt_reps: [P, H] prompt text representations
     (seed the quantile history)."""
-    if visual is None or visual.shape[0] == 0:
+    if visual is None or visual.shape[0] == 0 or repr_kind == "attention":
         return AnchorFinder(None, AnchorSelector(rule, relax_ratio, side), repr_kind, embed)
     scorer = RelevanceScorer(visual, top_n)
     history = scorer.score(prompt_reps) if prompt_reps is not None and prompt_reps.shape[0] else None
