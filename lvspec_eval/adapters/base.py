@@ -116,7 +116,31 @@ class _Capture:
             self.handle.remove()
 
 
-class _VideoAttention:
+class _AttentionPreHook:
+    """Context manager: a forward pre-hook on one self-attention module that stores
+    `compute(module, hidden, cos, sin)` in `result` (the module's forward itself is untouched)."""
+
+    attn: torch.nn.Module
+
+    def __enter__(self):
+        self.result = None
+
+        def hook(module, args, kwargs):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)  # [1, S, H]
+            cos, sin = kwargs["position_embeddings"]  # [1, S, D] each
+            self.result = self.compute(module, hidden, cos, sin)
+
+        self.handle = self.attn.register_forward_pre_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+    def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _VideoAttention(_AttentionPreHook):
     """Context manager for one `Session.extend`: the share of attention each new query puts on the
     prompt's video tokens, at one decoder layer (softmax over every cached and new key, mean over
     heads) -> `result` [k].
@@ -130,21 +154,7 @@ class _VideoAttention:
                  head_dim: int):
         self.attn, self.rotary, self.past_keys = attn, rotary, past_keys
         self.video_rows, self.head_dim = video_rows, head_dim
-        self.handle = None
         self.result: Optional[torch.Tensor] = None
-
-    def __enter__(self) -> "_VideoAttention":
-        def hook(module, args, kwargs):
-            hidden = kwargs.get("hidden_states", args[0] if args else None)  # [1, k, H]
-            cos, sin = kwargs["position_embeddings"]
-            self.result = self.compute(module, hidden, cos, sin)
-
-        self.handle = self.attn.register_forward_pre_hook(hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.handle is not None:
-            self.handle.remove()
 
     def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         k, d = hidden.shape[1], self.head_dim
@@ -174,7 +184,7 @@ class _NullContext:
 _NULL = _NullContext()
 
 
-class _AttentionProbe:
+class _AttentionProbe(_AttentionPreHook):
     """Context manager: the softmax attention of the prompt tokens after the video to each video
     token, at one decoder layer of a prefill (mean over heads and query positions) -> [Nvid].
 
@@ -188,21 +198,7 @@ class _AttentionProbe:
         self.attn, self.rotary = attn, rotary
         self.video_rows = video_rows  # [Nvid] long, prompt positions of the video tokens
         self.n_heads, self.head_dim = n_heads, head_dim
-        self.handle = None
         self.result: Optional[torch.Tensor] = None  # [Nvid]
-
-    def __enter__(self) -> "_AttentionProbe":
-        def hook(module, args, kwargs):
-            hidden = kwargs.get("hidden_states", args[0] if args else None)  # [1, S, H]
-            cos, sin = kwargs["position_embeddings"]  # [1, S, D] each
-            self.result = self.compute(module, hidden, cos, sin)
-
-        self.handle = self.attn.register_forward_pre_hook(hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.handle is not None:
-            self.handle.remove()
 
     def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         s = hidden.shape[1]

@@ -9,7 +9,8 @@ same clips), exact match with ``ar``, retention of ``anchor_f1``, and how well L
 flags find the grammar's true anchor tokens: precision and recall of the 'a' flags among the
 judged tokens against the tokens that spell an attribute word.
 
-The grid: ``anchor_rule`` x ``relevance_repr`` x lambda {0.5, 0.7, 0.9} x w {0, 1, 2, 3}, plus
+The grid: ``anchor_rule`` x ``relevance_repr`` (the paper's ``embedding``, ``hidden``, and this project's
+``attention``) x lambda {0.5, 0.7, 0.9} x w {0, 1, 2, 3}, plus
 ``sd``, ``fly``, ``fly_plus`` and ``random`` rows for reference.
 """
 
@@ -123,8 +124,8 @@ def run_setting(backend: Any, docs: list[tuple[dict, dict]], ar: list[dict], met
 
 def grid() -> list[tuple[str, dict]]:
     settings: list[tuple[str, dict]] = [("sd", {}), ("fly", {}), ("fly_plus", {}), ("random", {})]
-    for rule, rep, lam, w in itertools.product(("rank", "quantile"), ("embedding", "hidden"), (0.5, 0.7, 0.9),
-                                               (0, 1, 2, 3)):
+    grid_axes = (("rank", "quantile"), ("embedding", "hidden", "attention"), (0.5, 0.7, 0.9), (0, 1, 2, 3))
+    for rule, rep, lam, w in itertools.product(*grid_axes):
         settings.append(("lvspec", dict(anchor_rule=rule, relevance_repr=rep, relax_ratio=lam, shift_window=w)))
     return settings
 

@@ -271,7 +271,7 @@ def weights_dir(role: str) -> Path:
 
 
 def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every: int, max_minutes: float | None,
-          threads: int) -> dict[str, Any]:
+          threads: int, init_from: Path | None = None) -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
@@ -291,6 +291,14 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
     val_seeds = clips.split_seeds("val", n_val)
 
     model = build_model(spec, vmap, tok).train()
+    previous: dict[str, Any] | None = None
+    if init_from is not None:  # continue a run (fresh optimizer): its record is kept in testbed.json
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(Path(init_from) / "model.safetensors")), strict=False)
+        model.tie_weights()
+        previous = json.loads((Path(init_from) / "testbed.json").read_text())
+        previous.pop("real_ids", None)
     vision = [p for n, p in model.named_parameters() if ".visual." in f".{n}"]
     vision_ids = {id(p) for p in vision}
     text = [p for p in model.parameters() if id(p) not in vision_ids]
@@ -356,6 +364,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
         "batch": batch,
         "history": history,
         "torch": torch.__version__,
+        "continued_from": previous,
     }
     (out / "testbed.json").write_text(json.dumps(info, indent=1) + "\n")
     print(f"[{role}] {reason}; wrote {out}", flush=True)
@@ -395,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="default: the role's budget")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--prepare-only", action="store_true", help="only encode the clip tensors (shared cache)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue from a trained folder (model.safetensors + testbed.json) instead of from scratch")
     a = p.parse_args(argv)
     if a.prepare_only or a.role == "all":
         clip_tensor_file("train", a.train_clips)
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.role == "all":
         return train_all(a)
     train(a.role, a.out or weights_dir(a.role), a.train_clips, a.val_clips, a.batch, a.eval_every, a.max_minutes,
-          a.threads)
+          a.threads, a.init_from)
 
 
 if __name__ == "__main__":

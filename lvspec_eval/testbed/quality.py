@@ -1,0 +1,56 @@
+"""How well the testbed target and drafter see: both models with `ar` on both test tasks, through
+the lmms-eval CLI, per-attribute scores from lmms-eval's results files.
+
+    python -m lvspec_eval.testbed.quality [--limit N] [--out reports/testbed_quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lvspec_eval.testbed import grammar as g
+
+REPO = Path(__file__).resolve().parents[2]
+TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+CAPTION, MCQ = "lvspec_testbed_caption", "lvspec_testbed_mcq"
+
+
+def scores(out: Path, task: str) -> dict[str, float]:
+    results = json.loads(sorted(out.rglob("*_results.json"))[-1].read_text())["results"][task]
+    return {k.split(",")[0]: v for k, v in results.items() if "," in k and "stderr" not in k
+            and isinstance(v, (int, float))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tabulate import tabulate
+
+    from lvspec_eval.runs import run_lmms
+    from lvspec_eval.testbed.checkpoints import checkpoint
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", type=Path, default=REPO / "reports" / "testbed_quality")
+    a = p.parse_args(argv)
+    out = a.out.resolve()
+    rows = []
+    for role in ("target", "drafter"):
+        ckpt = str(checkpoint(role))
+        row = [role]
+        for task in (CAPTION, MCQ):
+            name = f"{role}_{task}"
+            run_lmms("ar", ckpt, ckpt, task=task, task_dir=TASK_DIR, out=out, name=name, limit=a.limit)
+            s = scores(out / "lmms" / name, task)
+            row += [s["anchor_f1"]] + [s[f"attr_{x}"] for x in g.ATTRIBUTES] if task == CAPTION else [s["accuracy"]]
+        rows.append(row)
+    headers = ["model", "anchor_f1"] + [f"attr {x}" for x in g.ATTRIBUTES] + ["MCQ accuracy"]
+    table = tabulate(rows, headers=headers, tablefmt="github", floatfmt=".3f")
+    cmd = "python -m lvspec_eval.testbed.quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "quality.md").write_text(f"Command: `{cmd.strip()}` (method ar, float32, CPU)\n\n{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
