@@ -275,7 +275,7 @@ def test_refused_before_any_work(case, tmp_path, tiny_target, tiny_draft, rb_tas
         target, expected = str(tmp_path / "no_such_ckpt"), "does not exist"
     else:
         draft = drafter_with_other_tokenizer(tiny_draft, tmp_path / "draft_v2")
-        expected = "use different tokenizers (vocabularies differ"
+        expected = "use different tokenizers: vocabularies differ"
     proc = run_cli("lvspec_qwen", model_args(target, draft, stats, settings), rb_task, tmp_path / "out", tasks=TASK,
                    extra=["--limit", "1", *extra])
     log = proc.stdout + proc.stderr

@@ -39,6 +39,7 @@ def test_self_sd_loads_one_model_and_is_lossless(family, request, clips, monkeyp
 
     messages = [{"role": "user", "content": [{"type": "video", "url": clips[0]},
                                              {"type": "text", "text": "Describe the video."}]}]
-    text, fields = backend._decode_sample(backend._prepare(messages), {"max_new_tokens": 20}, seed=0)
+    text, fields = backend._decode_sample(backend._prepare(messages), backend._decode_config({"max_new_tokens": 20}),
+                                          seed=0)
     assert fields["exact_match_ar"] is True and text == fields["ar_text"] and fields["new_tokens"] == 20
     assert fields["draft_video_tokens"] == keep_budget(fields["video_tokens"], 0.1) < fields["video_tokens"]
