@@ -51,8 +51,10 @@ class LVSpecArgs:
     shift_window: int = 2  # w of position-shift tolerance; 0 disables it
     anchor_rule: str = "rank"
     anchor_side: str = "both"
-    relevance_repr: str = "embedding"
-    relevance_layer: int = -1  # decoder layer for relevance_repr=hidden (negative counts from the end)
+    # attention (this project's): target's attention share on the video in each verify forward; chosen on the
+    # testbed (reports/testbed.md); embedding / hidden are the paper's cosine relevance
+    relevance_repr: str = "attention"
+    relevance_layer: int = -1  # decoder layer for relevance_repr=hidden|attention (negative counts from the end)
     fly_window: int = 6  # W
     fly_entropy: float = 0.3  # nats, entropy of the target's renormalised top-3
     random_accept: float = 0.75  # p of the `random` control

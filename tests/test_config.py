@@ -13,6 +13,8 @@ def test_defaults_follow_the_paper():
     assert (a.pretrained, a.draft_pretrained) == ("Qwen/Qwen2.5-VL-32B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
     assert (a.num_draft_tokens, a.relax_ratio, a.top_n, a.shift_window) == (10, 0.7, 10, 2)
     assert (a.fly_window, a.fly_entropy) == (6, 0.3)
+    # chosen on the testbed (reports/testbed.md): the paper's cosine relevance stays selectable
+    assert (a.anchor_rule, a.relevance_repr, a.relevance_layer) == ("rank", "attention", -1)
 
 
 def test_unknown_arg_lists_valid_ones():

@@ -30,7 +30,7 @@ from lvspec_eval.report.summary import bootstrap_ratio, render, summarize
 
 TASK = "cap"
 LVSPEC_PARAMS = {"num_draft_tokens": 4, "relax_ratio": 0.7, "top_n": 10, "shift_window": 2, "anchor_rule": "rank",
-                 "anchor_side": "both", "relevance_repr": "embedding", "relevance_layer": -1}
+                 "anchor_side": "both", "relevance_repr": "attention", "relevance_layer": -1}
 
 
 def record(method, doc_id, **fields):

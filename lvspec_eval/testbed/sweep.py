@@ -141,8 +141,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", default=None, help="target checkpoint (default: the testbed target)")
     p.add_argument("--draft", default=None, help="drafter checkpoint (default: the testbed drafter)")
+    p.add_argument("--shard", default="0/1", help="i/n: run every n-th setting from the i-th (parallel processes)")
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="merge the JSON outputs of shards into --out (and its .md), running nothing")
     p.add_argument("--only", default=None, help="comma-separated methods to run (default: the whole grid)")
     a = p.parse_args(argv)
+    if a.merge:
+        parts = [json.loads(f.read_text()) for f in a.merge]
+        rows = [r for part in parts for r in part["rows"]]
+        order = {(m, json.dumps(prm, sort_keys=True)): i for i, (m, prm) in enumerate(grid())}
+        rows.sort(key=lambda r: order.get((r["method"], json.dumps(
+            {k: r[k] for k in ("anchor_rule", "relevance_repr", "relax_ratio", "shift_window") if k in r},
+            sort_keys=True)), 1e9))
+        meta = dict(parts[0]["meta"], minutes=max(pt["meta"]["minutes"] for pt in parts),
+                    command=(f"{len(parts)} processes, python -m lvspec_eval.testbed.sweep --limit {parts[0]['meta']['clips']} "
+                             f"--threads {parts[0]['meta']['threads']} --shard i/{len(parts)} --out shard_i.json, then "
+                             f"--merge shard_*.json --out {a.out}"), processes=len(parts))
+        a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        a.out.with_suffix(".md").write_text(markdown(rows, meta))
+        print(f"merged {len(rows)} rows into {a.out}")
+        return
     torch.set_num_threads(a.threads)
     backend = load_backend(a.target or str(checkpoint("target")), a.draft or str(checkpoint("drafter")))
     docs = prepare_docs(backend, a.limit)
@@ -155,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.only:
         keep = set(a.only.split(","))
         settings = [s for s in settings if s[0] in keep]
+    index, count = (int(x) for x in a.shard.split("/"))
+    settings = settings[index::count]
     for i, (method, params) in enumerate(settings):
         row = run_setting(backend, docs, ar, method, **params)
         results.append(row)
