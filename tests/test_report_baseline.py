@@ -1,4 +1,4 @@
-"""CI's regression check: fresh runs of the real lmms-eval CLI on the tiny task against the
+"""CI's regression check: fresh runs of the real lmms-eval CLI on the testbed caption task against the
 baseline committed under reports/baseline/ (lvspec_eval.report.baseline), and a deliberately
 regressed copy of those runs that must fail with a readable table."""
 
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from lvspec_eval.report.baseline import BASELINE, CHECK_OPTIONS, RUNS, generate
+from lvspec_eval.report.baseline import BASELINE, CHECK_OPTIONS, LIMIT, RUNS, TASK, generate, testbed_checkpoints
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def fresh_runs(tmp_path_factory, tiny_target, tiny_draft) -> list[Path]:
-    return generate(tmp_path_factory.mktemp("baseline_runs"), tiny_target, tiny_draft)
+def fresh_runs(tmp_path_factory) -> list[Path]:
+    return generate(tmp_path_factory.mktemp("baseline_runs"), *testbed_checkpoints())
 
 
 def check(runs: list[Path]) -> subprocess.CompletedProcess:
@@ -30,16 +30,16 @@ def test_baseline_file_is_committed_and_complete():
     doc = json.loads(BASELINE.read_text())
     assert doc["schema"] == "lvspec-summary" and doc["schema_version"] == 1
     rows = {(r["method"], r["draft"]) for r in doc["rows"]}
-    assert len(rows) == len(RUNS) and ("sd", "self") in rows
+    assert len(rows) == len(RUNS) and ("sd", "./testbed/drafter") in rows
     for row in doc["rows"]:
-        assert row["samples"] == 3 and row["failed"] == 0 and row["retention"] is not None
-        assert row["target"] == "./tiny/target_seed0"
+        assert row["samples"] == LIMIT and row["failed"] == 0 and row["retention"] is not None
+        assert row["target"] == "./testbed/target" and row["task"] == TASK
 
 
 def test_fresh_runs_pass_the_committed_baseline(fresh_runs):
     proc = check(fresh_runs)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("lvspec_tiny_caption")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(TASK)]
     # 4 rows x (tau, speedup, exact match, retention), all ok, no missing or new rows
     assert len(lines) == 4 * len(RUNS) and all(line.rstrip().endswith(" ok") for line in lines), proc.stdout
     assert f"passed: {4 * len(RUNS)} checks" in proc.stdout
@@ -71,7 +71,7 @@ def test_a_regressed_run_fails_with_a_readable_table(fresh_runs, tmp_path):
         return r
 
     _tamper(records / "lvspec.jsonl", slower)
-    _tamper(records / "sd_self.jsonl", unfaithful)
+    _tamper(records / "sd.jsonl", unfaithful)
     proc = check(runs)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     checks = {"tau_mean", "speedup_decode", "exact_match_ar", "retention"}
