@@ -104,3 +104,27 @@ def llava_draft(tiny_llava_draft):
 @pytest.fixture(scope="session")
 def llava_inputs(llava_target, clips) -> list[dict]:
     return [llava_target.prepare(video_messages(llava_target, c)) for c in clips]
+
+
+# -- both families: tests that take `target` / `draft` / `inputs` run once per family ------------
+FAMILIES = {"qwen2_5_vl": "qwen", "llava_onevision": "llava"}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def target(family, request):
+    return request.getfixturevalue(f"{FAMILIES[family]}_target")
+
+
+@pytest.fixture(scope="module")
+def draft(family, request):
+    return request.getfixturevalue(f"{FAMILIES[family]}_draft")
+
+
+@pytest.fixture(scope="module")
+def inputs(family, request):
+    return request.getfixturevalue(f"{FAMILIES[family]}_inputs")

@@ -19,27 +19,6 @@ def cfg(k=5, n=N_NEW, eos=(EOS,)):
     return DecodeConfig(max_new_tokens=n, eos_ids=eos, num_draft_tokens=k)
 
 
-FAMILIES = {"qwen2_5_vl": "qwen", "llava_onevision": "llava"}
-
-
-@pytest.fixture(scope="module", params=list(FAMILIES))
-def family(request) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def target(family, request):
-    return request.getfixturevalue(f"{FAMILIES[family]}_target")
-
-
-@pytest.fixture(scope="module")
-def draft(family, request):
-    return request.getfixturevalue(f"{FAMILIES[family]}_draft")
-
-
-@pytest.fixture(scope="module")
-def inputs(family, request):
-    return request.getfixturevalue(f"{FAMILIES[family]}_inputs")
 
 
 @pytest.fixture(scope="module")

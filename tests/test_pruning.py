@@ -22,7 +22,6 @@ from lvspec_eval.relevance import build_anchor_finder
 
 EOS = 151645
 N_NEW = 30
-FAMILIES = {"qwen2_5_vl": "qwen", "llava_onevision": "llava"}
 
 
 def cfg(k=5, n=N_NEW):
@@ -100,26 +99,6 @@ def test_stage_two_is_spatially_uniform():
 
 
 # -- on tiny models of both families -------------------------------------------------------------
-@pytest.fixture(scope="module", params=list(FAMILIES))
-def family(request) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def target(family, request):
-    return request.getfixturevalue(f"{FAMILIES[family]}_target")
-
-
-@pytest.fixture(scope="module")
-def draft(family, request):
-    return request.getfixturevalue(f"{FAMILIES[family]}_draft")
-
-
-@pytest.fixture(scope="module")
-def inputs(family, request):
-    return request.getfixturevalue(f"{FAMILIES[family]}_inputs")
-
-
 @pytest.fixture(scope="module")
 def ar_runs(target, inputs):
     return [decode(target, inp, cfg()) for inp in inputs]
