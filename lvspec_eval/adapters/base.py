@@ -7,6 +7,7 @@ never branches on model family.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -66,7 +67,7 @@ class Session:
         watch = Stopwatch(self.adapter.input_device) if self.profile else None
         if watch:
             watch.start()
-        probe = self.adapter.video_attention(self, *self.video_probe) if self.video_probe else _NULL
+        probe = self.adapter.video_attention(self, *self.video_probe) if self.video_probe else contextlib.nullcontext()
         with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured, probe:
             out = self.adapter.model(**kwargs)
         if watch:
@@ -171,19 +172,6 @@ class _VideoAttention(_AttentionPreHook):
         return probs[:, :, self.video_rows.to(probs.device)].sum(-1).mean(0).cpu()  # [k]
 
 
-class _NullContext:
-    result = None
-
-    def __enter__(self) -> "_NullContext":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-_NULL = _NullContext()
-
-
 class _AttentionProbe(_AttentionPreHook):
     """Context manager: the softmax attention of the prompt tokens after the video to each video
     token, at one decoder layer of a prefill (mean over heads and query positions) -> [Nvid].
@@ -261,8 +249,6 @@ class HFAdapter:
 
     def attention_probe(self, layer_index: Optional[int], video_rows: torch.Tensor) -> Any:
         """An `_AttentionProbe` on decoder layer `layer_index` (a no-op context when None)."""
-        import contextlib
-
         if layer_index is None or video_rows.numel() == 0:
             return contextlib.nullcontext(None)
         from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb  # llama-style rotary

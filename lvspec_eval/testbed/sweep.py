@@ -33,21 +33,17 @@ VIDEO_ARGS = dict(max_num_frames=8, min_pixels=3136, max_pixels=12544)
 MAX_NEW_TOKENS = 96
 
 
-def token_spans(tok: Any, tokens: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """Decoded text and each token's character span in it (by decoding growing prefixes)."""
-    spans, prev = [], 0
-    text = ""
-    for i in range(len(tokens)):
-        text = tok.decode(tokens[: i + 1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        spans.append((prev, len(text)))
-        prev = len(text)
-    return text, spans
-
-
 def true_anchor_mask(tok: Any, tokens: list[int]) -> list[bool]:
     """Per token: does it spell (part of) an attribute word of the grammar?"""
-    text, spans = token_spans(tok, tokens)
-    words = g.anchor_char_spans(text)
+    from lvspec_eval.metrics.records import token_pieces
+
+    pieces = token_pieces(lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+                          tokens)
+    spans, end = [], 0
+    for piece in pieces:
+        spans.append((end, end + len(piece)))
+        end += len(piece)
+    words = g.anchor_char_spans("".join(pieces))
     return [any(a < e and s < b for s, e in words) for a, b in spans]
 
 
@@ -154,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             {k: r[k] for k in ("anchor_rule", "relevance_repr", "relax_ratio", "shift_window") if k in r},
             sort_keys=True)), 1e9))
         meta = dict(parts[0]["meta"], minutes=max(pt["meta"]["minutes"] for pt in parts),
-                    command=(f"{len(parts)} processes, python -m lvspec_eval.testbed.sweep --limit {parts[0]['meta']['clips']} "
-                             f"--threads {parts[0]['meta']['threads']} --shard i/{len(parts)} --out shard_i.json, then "
+                    command=(f"{len(parts)} processes, python -m lvspec_eval.testbed.sweep "
+                             f"--limit {parts[0]['meta']['clips']} --threads {parts[0]['meta']['threads']} --shard i/{len(parts)} --out shard_i.json, then "
                              f"--merge shard_*.json --out {a.out}"), processes=len(parts))
         a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
         a.out.with_suffix(".md").write_text(markdown(rows, meta))
