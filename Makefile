@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo testbed testbed-task sweep clean
+.PHONY: venv test demo testbed testbed-llava testbed-task sweep clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: venv
 # Retrain the testbed pair from scratch (fixed seeds, stops on validation checks; <= 90 min on 2 cores)
 testbed: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m lvspec_eval.testbed.train --role all
+
+# Retrain the LLaVA-OneVision testbed pair (same data and grammar; side by side, one thread each)
+testbed-llava: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m lvspec_eval.testbed.train --role llava_ov
 
 # Regenerate the testbed tasks' clips and docs (deterministic; the committed folder is its output)
 testbed-task: venv

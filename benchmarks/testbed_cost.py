@@ -1,11 +1,11 @@
 """Cost ratio c of the testbed pair: drafter decode-step time / target decode-step time.
 
-Both models at the full 151,936-row Qwen vocabulary, loaded by path through the backend's
-adapter, float32 on this CPU. For each test clip: prefill, then time single-token steps
+Both models at their full vocabulary (151,936 rows; the LLaVA-OneVision drafter 152,064), loaded
+by path through the backend's adapter, float32 on this CPU. For each test clip: prefill, then time single-token steps
 (one `Session.extend` each, KV cache on) and K-token verify blocks; the models alternate
 clip by clip so that both see the same machine load. Prints medians in ms and c.
 
-    .venv/bin/python benchmarks/testbed_cost.py [--clips 5] [--steps 40] [--threads 2]
+    .venv/bin/python benchmarks/testbed_cost.py [--family qwen|llava_ov] [--clips 5] [--steps 40] [--threads 2]
 """
 
 from __future__ import annotations
@@ -27,19 +27,24 @@ def main() -> None:
     import torch
     from tabulate import tabulate
 
+    from lvspec_eval.adapters.llava_onevision import LlavaOnevisionAdapter
     from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
     from lvspec_eval.testbed.checkpoints import checkpoint
+    from lvspec_eval.testbed.families import PAIRS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=5)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--k", type=int, default=10, help="verify block size (K+1 tokens per target forward)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     a = p.parse_args()
+    pair = PAIRS[a.family]
+    adapter_class = QwenVLAdapter if a.family == "qwen" else LlavaOnevisionAdapter
     torch.set_num_threads(a.threads)
     video = dict(max_num_frames=8, min_pixels=3136, max_pixels=12544)
-    models = {role: QwenVLAdapter.load(str(checkpoint(role)), dtype="float32", device_map="cpu", **video)
-              for role in ("target", "drafter")}
+    models = {role: adapter_class.load(str(checkpoint(name)), dtype="float32", device_map="cpu", **video)
+              for role, name in (("target", pair.target), ("drafter", pair.drafter))}
     docs = [json.loads(line) for line in (TASK_DIR / "caption.jsonl").read_text().splitlines()][: a.clips]
     step_ms: dict[str, list[float]] = {r: [] for r in models}
     block_ms: dict[str, list[float]] = {r: [] for r in models}
@@ -68,7 +73,7 @@ def main() -> None:
     print(tabulate(rows, headers=["model", "ms / decode step (median)", f"ms / {a.k + 1}-token block",
                                   "params (M)"], tablefmt="github", floatfmt=".1f"))
     print(f"\nc = drafter step / target step = {med['drafter'] / med['target']:.3f}  "
-          f"({a.clips} clips x {a.steps} steps, {a.threads} threads, float32, full vocabulary)")
+          f"({pair.described}; {a.clips} clips x {a.steps} steps, {a.threads} threads, float32)")
 
 
 if __name__ == "__main__":

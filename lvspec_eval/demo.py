@@ -10,8 +10,13 @@ over `ar`, exact match with `ar`, task score and retention. Speedups come from
 `paired_baseline=true`: every sample is also decoded with `ar` in the same process, so each
 ratio is measured side by side (machines are shared and noisy).
 
+With `--family llava_ov` the same runs use the trained tiny LLaVA-OneVision pair (`--model
+lvspec_llava_ov`, `make testbed-llava`). A method written `METHOD@self` runs Self-SD: the target
+drafts for itself from a pruned video (`draft_pretrained=self`); its rows read "METHOD (Self-SD)".
+
 Usage: python -m lvspec_eval.demo [--methods ar,sd,lvspec,fly,random] [--tasks caption,mcq]
-                                  [--limit N] [--out reports/demo] [--model-args k=v,...]
+                                  [--family qwen|llava_ov] [--limit N] [--out reports/demo]
+                                  [--model-args k=v,...]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from pathlib import Path
 
 from lvspec_eval.runs import count_lines, run_lmms
+from lvspec_eval.testbed.families import PAIRS
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "tasks" / "lvspec_testbed"
@@ -33,12 +39,17 @@ COLUMNS = [("method", "method"), ("tau_mean", "tau"), ("tau_excl_mean", "tau_exc
            ("failed", "failed")]
 
 
+def label(row: dict) -> str:
+    return f"{row['method']}@self" if row.get("draft") == "self" else row["method"]
+
+
 def table(summary_rows: list[dict], methods: list[str]) -> str:
     from tabulate import tabulate
 
     order = {m: i for i, m in enumerate(methods)}
-    rows = sorted(summary_rows, key=lambda r: order.get(r["method"], 99))
-    body = [[r.get(key) for key, _ in COLUMNS] for r in rows]
+    rows = sorted(summary_rows, key=lambda r: order.get(label(r), 99))
+    body = [[(f"{r['method']} (Self-SD)" if label(r).endswith("@self") else r["method"]) if key == "method"
+             else r.get(key) for key, _ in COLUMNS] for r in rows]
     return tabulate(body, headers=[h for _, h in COLUMNS], tablefmt="github", floatfmt=".3f", missingval="-")
 
 
@@ -46,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="ar,sd,lvspec,fly,random")
     p.add_argument("--tasks", default="caption,mcq")
+    p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     p.add_argument("--limit", type=int, default=60,
                    help="samples per task (default 60, about 12 minutes on 2 cores; 0: all 200, about 45 minutes)")
     p.add_argument("--out", default=str(REPO / "reports" / "demo"))
@@ -60,17 +72,22 @@ def main(argv: list[str] | None = None) -> None:
     print("[demo] materialising the testbed checkpoints (once, into the cache folder) ...", flush=True)
     from lvspec_eval.testbed.checkpoints import checkpoint
 
-    target, draft = str(checkpoint("target")), str(checkpoint("drafter"))
+    model, target_role, draft_role, described = PAIRS[a.family]
+    target, draft = str(checkpoint(target_role)), str(checkpoint(draft_role))
     print(f"[demo] target {target}\n[demo] drafter {draft}", flush=True)
     runs: dict[str, list[Path]] = {}
     for task in a.tasks.split(","):
         if task not in TASKS:
             raise SystemExit(f"unknown task {task!r}; use {','.join(TASKS)}")
-        for method in methods:
+        for spec in methods:
+            method, _, drafter = spec.partition("@")
+            if drafter not in ("", "self"):
+                raise SystemExit(f"unknown drafter in {spec!r}: write METHOD or METHOD@self (Self-SD)")
             total = a.limit or count_lines(TASK_DIR / f"{task}.jsonl")
-            stats = run_lmms(method, target, draft, task=TASKS[task], task_dir=TASK_DIR, out=out,
-                             name=f"{task}_{method}", extra_args=a.model_args, limit=a.limit, progress_total=total)
-            runs.setdefault(task, []).extend([stats, out / "lmms" / f"{task}_{method}"])
+            name = f"{task}_{method}" + ("_self" if drafter else "")
+            stats = run_lmms(method, target, drafter or draft, task=TASKS[task], task_dir=TASK_DIR, out=out,
+                             name=name, extra_args=a.model_args, limit=a.limit, progress_total=total, model=model)
+            runs.setdefault(task, []).extend([stats, out / "lmms" / name])
 
     from lvspec_eval.report.load import build_groups, load_inputs
     from lvspec_eval.report.summary import summarize
@@ -83,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(f"### {TASKS[task]} (score: {metric})\n\n{text}\n")
         print(f"\n{TASKS[task]} (score = {metric})\n{text}", flush=True)
     minutes = (time.time() - t_start) / 60
-    note = (f"Trained tiny testbed pair (Qwen2.5-VL architecture, full Qwen vocabulary), float32, CPU, "
+    note = (f"Trained tiny testbed pair ({described}; --model {model}), float32, CPU, "
             f"{os.cpu_count()} cores; {minutes:.1f} min in all. Speedup: summed ar decode time / summed method "
             f"decode time, ar decoded side by side in the same process (paired_baseline=true). tau counts "
             f"correction/bonus tokens; retention = method score / ar score. Definitions: docs/report.md.")

@@ -1,14 +1,17 @@
-"""The trained testbed pair as ordinary Qwen2.5-VL checkpoint folders, materialised on first use.
+"""The trained testbed pairs as ordinary HF checkpoint folders, materialised on first use.
 
 Git stores each model compactly (``lvspec_eval/testbed/weights/<role>/``: reduced-vocabulary
 float32 safetensors + ``testbed.json`` with the architecture and the real ids of its rows).
-:func:`checkpoint` expands it to the full 151,936-row Qwen vocabulary and writes a complete
+Roles: ``target`` / ``drafter`` (Qwen2.5-VL) and ``llava_target`` / ``llava_drafter``
+(LLaVA-OneVision). :func:`checkpoint` expands a role to its full vocabulary (Qwen2.5-VL: 151,936
+rows; LLaVA-OneVision: 151,936 for the target and 152,064 for the drafter, whose embedding is
+padded further, as the 0.5B / 7B / 72B checkpoints differ) and writes a complete
 folder (config, weights, processor, tokenizer, chat template) under
 ``$LVSPEC_CACHE/testbed/checkpoints/<role>-<digest>/`` (default ``~/.cache/lvspec_eval``), once:
 later calls return the folder at once. The folder loads by path like any hub checkpoint; the
 backend has no special case for it.
 
-    python -m lvspec_eval.testbed.checkpoints      # prints the two folders (materialising them)
+    python -m lvspec_eval.testbed.checkpoints      # prints the folders (materialising them)
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-ROLES = ("target", "drafter")
+ROLES = ("target", "drafter", "llava_target", "llava_drafter")
+#: Full embedding rows per role (default: 151,936, Qwen2.5-VL's and LLaVA-OneVision-0.5B's).
+VOCAB_ROWS = {"llava_drafter": 152064}
 
 
 def weights_dir(role: str) -> Path:
@@ -46,7 +51,8 @@ def checkpoint(role: str, source: Path | None = None, cache: Path | None = None)
     if not (source / "model.safetensors").is_file() or not (source / "testbed.json").is_file():
         raise FileNotFoundError(
             f"{source} holds no trained testbed {role} (model.safetensors + testbed.json); "
-            "retrain with `make testbed` (python -m lvspec_eval.testbed.train --role all)"
+            "retrain with `make testbed` (python -m lvspec_eval.testbed.train --role all) or, for the "
+            "LLaVA-OneVision pair, `make testbed-llava` (--role llava_ov)"
         )
     root = Path(cache) if cache is not None else cache_root() / "checkpoints"
     out = root / f"{role}-{_digest(source)}"
@@ -58,36 +64,40 @@ def checkpoint(role: str, source: Path | None = None, cache: Path | None = None)
 def _materialise(source: Path, out: Path) -> Path:
     import torch
     from safetensors.torch import load_file
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from lvspec_eval.testbed.vocab import FULL_VOCAB, VocabMap, expand_embedding
-    from lvspec_eval.testing.tiny import save_qwen2_5_vl_checkpoint, tiny_qwen2_5_vl_config
+    from lvspec_eval.testbed.families import family, tied_embeddings
+    from lvspec_eval.testbed.train import RoleSpec
+    from lvspec_eval.testbed.vocab import VocabMap, expand_embedding
 
     info = json.loads((source / "testbed.json").read_text())
-    spec = info["spec"]
+    spec = RoleSpec(**info["spec"])
+    fam = family(spec.family)
     vmap = VocabMap(info["real_ids"])
-    config = tiny_qwen2_5_vl_config(hidden=spec["hidden"], layers=spec["layers"], vision_hidden=spec["vision_hidden"],
-                                    vision_depth=spec["vision_depth"], vocab_size=FULL_VOCAB, init_std=0.02,
-                                    intermediate=spec["intermediate"])
+    config = fam.config(spec, VOCAB_ROWS.get(info["role"], 151936), None)
     state = load_file(str(source / "model.safetensors"))
-    key = next(k for k in state if k.endswith("embed_tokens.weight"))
-    state[key] = expand_embedding(state[key], vmap)
+    for key in fam.embedding_keys(state):
+        state[key] = expand_embedding(state[key], vmap, config.get_text_config().vocab_size)
     torch.manual_seed(0)  # initialisation is overwritten; seeded anyway
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = fam.model_class()(config)
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k != "lm_head.weight"]  # tied to the embedding
+    tied = tied_embeddings(config)
+    missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
     if missing or result.unexpected_keys:
         raise RuntimeError(f"testbed weights in {source} do not fit the architecture: missing {missing[:5]}, "
                            f"unexpected {result.unexpected_keys[:5]}")
-    model.tie_weights()
-    meta = {"testbed_role": info["role"], "source_digest": out.name.rsplit("-", 1)[-1],
+    if tied:
+        model.tie_weights()
+    meta = {"testbed_role": info["role"], "family": fam.name, "source_digest": out.name.rsplit("-", 1)[-1],
             "stop_reason": info["stop_reason"]}
-    return save_qwen2_5_vl_checkpoint(model.eval(), out, meta)
+    return fam.save(model.eval(), out, meta)
 
 
 def main() -> None:
     for role in ROLES:
-        print(f"{role}: {checkpoint(role)}")
+        if (weights_dir(role) / "testbed.json").is_file():
+            print(f"{role}: {checkpoint(role)}")
+        else:
+            print(f"{role}: not trained (no {weights_dir(role)})")
 
 
 if __name__ == "__main__":

@@ -50,10 +50,8 @@ def write(out: Path, n: int = DEFAULT_N) -> None:
     caption_docs, mcq_docs = docs(n)
     for name, rows in (("caption.jsonl", caption_docs), ("mcq.jsonl", mcq_docs)):
         (out / name).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    for doc in caption_docs:
-        path = out / "videos" / doc["video"]
-        if not path.is_file():
-            clips.write_clip(path, doc["seed"])
+    for doc in caption_docs:  # always rewritten: a clip made by an older generator must not survive
+        clips.write_clip(out / "videos" / doc["video"], doc["seed"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """How well the testbed target and drafter see: both models with `ar` on both test tasks, through
 the lmms-eval CLI, per-attribute scores from lmms-eval's results files.
 
-    python -m lvspec_eval.testbed.quality [--limit N] [--out reports/testbed_quality]
+    python -m lvspec_eval.testbed.quality [--family qwen|llava_ov] [--limit N] [--out reports/testbed_quality]
 """
 
 from __future__ import annotations
@@ -29,26 +29,30 @@ def main(argv: list[str] | None = None) -> None:
 
     from lvspec_eval.runs import run_lmms
     from lvspec_eval.testbed.checkpoints import checkpoint
+    from lvspec_eval.testbed.families import PAIRS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "testbed_quality")
     a = p.parse_args(argv)
     out = a.out.resolve()
+    pair = PAIRS[a.family]
     rows = []
-    for role in ("target", "drafter"):
+    for role in (pair.target, pair.drafter):
         ckpt = str(checkpoint(role))
         row = [role]
         for task in (CAPTION, MCQ):
             name = f"{role}_{task}"
-            run_lmms("ar", ckpt, ckpt, task=task, task_dir=TASK_DIR, out=out, name=name, limit=a.limit)
+            run_lmms("ar", ckpt, ckpt, task=task, task_dir=TASK_DIR, out=out, name=name, limit=a.limit, model=pair.model)
             s = scores(out / "lmms" / name, task)
             row += [s["anchor_f1"]] + [s[f"attr_{x}"] for x in g.ATTRIBUTES] if task == CAPTION else [s["accuracy"]]
         rows.append(row)
     headers = ["model", "anchor_f1"] + [f"attr {x}" for x in g.ATTRIBUTES] + ["MCQ accuracy"]
     table = tabulate(rows, headers=headers, tablefmt="github", floatfmt=".3f")
     cmd = "python -m lvspec_eval.testbed.quality " + " ".join(argv if argv is not None else sys.argv[1:])
-    (out / "quality.md").write_text(f"Command: `{cmd.strip()}` (method ar, float32, CPU)\n\n{table}\n")
+    (out / f"quality{'' if a.family == 'qwen' else '_' + a.family}.md").write_text(
+        f"Command: `{cmd.strip()}` (method ar, float32, CPU, --model {pair.model})\n\n{table}\n")
     print(table)
 
 

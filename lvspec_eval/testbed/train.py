@@ -1,12 +1,14 @@
-"""Train the testbed's tiny Qwen2.5-VL target or drafter from scratch (CPU, one thread each).
+"""Train the testbed's tiny target or drafter (Qwen2.5-VL or LLaVA-OneVision) from scratch (CPU).
 
-    python -m lvspec_eval.testbed.train --role target   # or --role drafter; `make testbed` runs both
+    python -m lvspec_eval.testbed.train --role target     # or drafter; `--role all` (`make testbed`): both
+    python -m lvspec_eval.testbed.train --role llava_ov   # the LLaVA-OneVision pair (`make testbed-llava`)
 
 Data: seeded clips (``clips.py``) rendered, H.264 round-tripped (the pixels evaluation sees) and
-turned into ``pixel_values_videos`` by the real Qwen2.5-VL video processor, cached once in
+turned into ``pixel_values_videos`` by the family's real video processor, cached once in
 ``$LVSPEC_CACHE/testbed/data-*``. Each training example is one of: a caption (the role's filler
 style), the short attribute list, or a multiple-choice question; anchor tokens weigh 3x in the loss.
-The model is the real ``Qwen2_5_VLForConditionalGeneration`` on a reduced vocabulary (``vocab.py``).
+The model is the real ``Qwen2_5_VLForConditionalGeneration`` / ``LlavaOnevisionForConditionalGeneration``
+on a reduced vocabulary (``vocab.py``); what differs between the families is in ``families.py``.
 
 Stopping is by a validation check, not a step count: every ``--eval-every`` steps the model
 captions and answers MCQs greedily on held-out validation clips; training stops at the first
@@ -30,14 +32,13 @@ from typing import Any
 
 from lvspec_eval.testbed import clips
 from lvspec_eval.testbed import grammar as g
+from lvspec_eval.testbed.families import QwenFamily, family, tied_embeddings
 
-DATA_FORMAT = 1
-PATCHES = 256  # 8 frames of 112x112: 4 temporal x 8 x 8 patches of 14 px
-PATCH_DIM = 1176  # 3 channels x 2 frames x 14 x 14
-GRID_THW = (4, 8, 8)
-SECONDS_PER_GRID = 0.25  # temporal patch of 2 frames at 8 fps
+DATA_FORMAT = 2  # bump when clips.render changes
 ANCHOR_WEIGHT = 3.0
-VIDEO_ARGS = {"min_pixels": 3136, "max_pixels": 12544}
+#: Relative share of MCQ training questions per attribute: motion, learned last, is asked twice as often.
+MCQ_SHARE = {"motion": 2.0}
+VIDEO_ARGS = QwenFamily.video_args
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RoleSpec:
     stop_mcq: float
     max_minutes: float
     seed: int
+    family: str = "qwen2_5_vl"
 
 
 ROLES: dict[str, RoleSpec] = {
@@ -65,7 +67,17 @@ ROLES: dict[str, RoleSpec] = {
     # 64x1 text / 32x1 vision: ~4x cheaper per step; stopped early (F1 >= 0.72) so it misses details
     "drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
                         style="drafter", stop_f1=0.72, stop_min_attr=0.0, stop_mcq=0.0, max_minutes=60, seed=2),
+    # The LLaVA-OneVision pair (issue: a second family beside the Qwen one; no quality bars of its own):
+    # same widths, shorter budgets (no quality bars); SigLIP sees single frames, motion is left to the text model.
+    "llava_target": RoleSpec(hidden=256, layers=2, intermediate=512, vision_hidden=64, vision_depth=2, lr=1.5e-3,
+                             style="target", stop_f1=0.95, stop_min_attr=0.85, stop_mcq=0.90, max_minutes=45, seed=3,
+                             family="llava_onevision"),
+    "llava_drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
+                              style="drafter", stop_f1=0.72, stop_min_attr=0.0, stop_mcq=0.0, max_minutes=20, seed=4,
+                              family="llava_onevision"),
 }
+#: ``--role`` groups: trained side by side, one thread each.
+PAIRS: dict[str, tuple[str, ...]] = {"all": ("target", "drafter"), "llava_ov": ("llava_target", "llava_drafter")}
 
 
 def cache_root() -> Path:
@@ -77,40 +89,29 @@ def cache_root() -> Path:
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
-def _processor() -> Any:
-    from transformers import Qwen2VLVideoProcessor
-
-    return Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384, patch_size=14,
-                                 temporal_patch_size=2, merge_size=2)
-
-
-def _encode_clips(seeds: list[int]) -> Any:
+def _encode_clips(seeds: list[int], fam: Any) -> Any:
     import numpy as np
-    import torch
 
-    proc = _processor()
-    out = np.empty((len(seeds), PATCHES, PATCH_DIM), dtype=np.float16)
+    proc = fam.processor()
+    out = np.empty((len(seeds), *fam.pixel_shape), dtype=np.float16)
     for i, seed in enumerate(seeds):
-        frames = clips.roundtrip(clips.render(seed)[0])
-        pv = proc(videos=[torch.from_numpy(frames).permute(0, 3, 1, 2)], return_tensors="pt", **VIDEO_ARGS)
-        if tuple(pv["video_grid_thw"][0].tolist()) != GRID_THW:
-            raise RuntimeError(f"unexpected grid {pv['video_grid_thw'].tolist()} for clip {seed}")
-        out[i] = pv["pixel_values_videos"].numpy().astype(np.float16)
+        out[i] = fam.encode(clips.roundtrip(clips.render(seed)[0]), proc).astype(np.float16)
     return out
 
 
-def clip_tensor_file(split: str, n: int) -> Path:
-    """``pixel_values_videos`` of the first ``n`` clips of ``split`` as a cached float16 memmap (built once)."""
+def clip_tensor_file(split: str, n: int, family_name: str = "qwen2_5_vl") -> Path:
+    """The video tensors of the first ``n`` clips of ``split`` as a cached float16 memmap (built once)."""
     import numpy as np
 
-    path = cache_root() / f"data-v{DATA_FORMAT}" / f"{split}-{n}.f16"
+    fam = family(family_name)
+    path = cache_root() / f"data-v{DATA_FORMAT}" / f"{fam.cache_prefix}{split}-{n}.f16"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds = clips.split_seeds(split, n)
     print(f"[testbed] encoding {n} {split} clips -> {path}", flush=True)
     t0 = time.time()
-    arr = _encode_clips(seeds)
+    arr = _encode_clips(seeds, fam)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     arr.tofile(tmp)
     os.replace(tmp, path)
@@ -118,27 +119,24 @@ def clip_tensor_file(split: str, n: int) -> Path:
     return path
 
 
-def load_clip_tensors(split: str, n: int) -> Any:
+def load_clip_tensors(split: str, n: int, family_name: str = "qwen2_5_vl") -> Any:
     import numpy as np
 
-    return np.memmap(clip_tensor_file(split, n), dtype=np.float16, mode="r", shape=(n, PATCHES, PATCH_DIM))
+    return np.memmap(clip_tensor_file(split, n, family_name), dtype=np.float16, mode="r",
+                     shape=(n, *family(family_name).pixel_shape))
 
 
 class Examples:
     """Builds token sequences (reduced ids) with loss weights for the three kinds of example."""
 
-    def __init__(self, tokenizer: Any, vmap: Any):
-        from lvspec_eval.testbed.vocab import chat_text
-
+    def __init__(self, tokenizer: Any, vmap: Any, family_name: str = "qwen2_5_vl"):
         self.tok = tokenizer
         self.vmap = vmap
-        head, tail = chat_text(tokenizer).split("q<|im_end|>")
-        video = "<|vision_start|>" + "<|video_pad|>" * (PATCHES // 4) + "<|vision_end|>"
-        head = head.replace("<|vision_start|><|video_pad|><|vision_end|>", video)
-        self._head, self._tail = head, "<|im_end|>" + tail
+        self.family = family(family_name)
+        self._head, self._tail = self.family.chat_scaffold(tokenizer)
         self._prompts: dict[str, list[int]] = {}
         self.im_end = vmap.reduce([tokenizer.convert_tokens_to_ids("<|im_end|>")])[0]
-        self.video_id = vmap.reduce([tokenizer.convert_tokens_to_ids("<|video_pad|>")])[0]
+        self.video_id = vmap.reduce([tokenizer.convert_tokens_to_ids(self.family.video_token)])[0]
 
     def prompt(self, question: str) -> list[int]:
         if question not in self._prompts:
@@ -165,14 +163,15 @@ class Examples:
         elif kind == "list":
             prompt, (ans, w) = self.prompt(g.LIST_PROMPT), self.answer(g.attribute_list(attrs), True)
         else:
-            attribute = rng.choice(list(g.ATTRIBUTES))
+            attribute = rng.choices(list(g.ATTRIBUTES), weights=[MCQ_SHARE.get(a, 1.0) for a in g.ATTRIBUTES])[0]
             prompt = self.prompt(g.mcq_prompt(attribute))
             ans, w = self.answer(g.mcq_answer(attrs, attribute), False)
             w = [ANCHOR_WEIGHT] + w[1:]
         return prompt + ans, [0.0] * len(prompt) + w
 
 
-def collate(seqs: list[tuple[list[int], list[float]]], pixels: Any, video_id: int) -> dict[str, Any]:
+def collate(seqs: list[tuple[list[int], list[float]]], pixels: Any, video_id: int,
+            family_name: str = "qwen2_5_vl") -> dict[str, Any]:
     import torch
 
     n = max(len(s) for s, _ in seqs)
@@ -183,17 +182,9 @@ def collate(seqs: list[tuple[list[int], list[float]]], pixels: Any, video_id: in
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
         weights[i, : len(w)] = torch.tensor(w)
-    types = (ids == video_id).long() * 2
-    b = len(seqs)
-    return {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "mm_token_type_ids": types,
-        "pixel_values_videos": torch.from_numpy(pixels.reshape(b * PATCHES, PATCH_DIM).astype("float32")),
-        "video_grid_thw": torch.tensor([GRID_THW] * b),
-        "second_per_grid_ts": torch.tensor([SECONDS_PER_GRID] * b),
-        "weights": weights,
-    }
+    fam = family(family_name)
+    return {"input_ids": ids, "attention_mask": mask, **fam.token_type_inputs(ids, video_id),
+            **fam.batch_inputs(pixels, len(seqs)), "weights": weights}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,17 +192,11 @@ def collate(seqs: list[tuple[list[int], list[float]]], pixels: Any, video_id: in
 # ---------------------------------------------------------------------------------------------
 def build_model(spec: RoleSpec, vmap: Any, tokenizer: Any) -> Any:
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from lvspec_eval.testing.tiny import QWEN_VISION_IDS, tiny_qwen2_5_vl_config
-
-    specials = dict(QWEN_VISION_IDS, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
-    ids = {k: int(vmap.reduce([v])[0]) for k, v in specials.items()}
-    config = tiny_qwen2_5_vl_config(hidden=spec.hidden, layers=spec.layers, vision_hidden=spec.vision_hidden,
-                                    vision_depth=spec.vision_depth, vocab_size=vmap.size, init_std=0.02,
-                                    intermediate=spec.intermediate, token_ids=ids)
+    fam = family(spec.family)
+    ids = {k: int(vmap.reduce([v])[0]) for k, v in fam.special_ids(tokenizer).items()}
     torch.manual_seed(spec.seed)
-    return Qwen2_5_VLForConditionalGeneration(config).float()
+    return fam.model_class()(fam.config(spec, vmap.size, ids)).float()
 
 
 def weighted_loss(model: Any, batch: dict[str, Any]) -> Any:
@@ -232,7 +217,7 @@ def greedy_answer(model: Any, ex: Examples, question: str, pixels: Any, max_new_
     import torch
 
     prompt = ex.prompt(question)
-    batch = collate([(prompt, [0.0] * len(prompt))], pixels[None], int(ex.video_id))
+    batch = collate([(prompt, [0.0] * len(prompt))], pixels[None], int(ex.video_id), ex.family.name)
     batch.pop("weights")
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=int(ex.im_end),
@@ -276,17 +261,16 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
     from safetensors.torch import save_file
 
     from lvspec_eval.testbed.vocab import VocabMap, reduced_ids
-    from lvspec_eval.testing.tiny import QWEN2_5_VL_CHAT_TEMPLATE, qwen_tokenizer
 
     spec = ROLES[role]
+    fam = family(spec.family)
     budget = spec.max_minutes if max_minutes is None else max_minutes
     torch.set_num_threads(threads)
-    tok = qwen_tokenizer()
-    tok.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
-    vmap = VocabMap(reduced_ids(tok))
-    ex = Examples(tok, vmap)
-    train_px = load_clip_tensors("train", n_train)
-    val_px = load_clip_tensors("val", n_val)
+    tok = fam.tokenizer()
+    vmap = VocabMap(reduced_ids(tok, fam))
+    ex = Examples(tok, vmap, fam.name)
+    train_px = load_clip_tensors("train", n_train, fam.name)
+    val_px = load_clip_tensors("val", n_val, fam.name)
     train_attrs = [clips.clip_attributes(s) for s in clips.split_seeds("train", n_train)]
     val_seeds = clips.split_seeds("val", n_val)
 
@@ -296,10 +280,11 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(Path(init_from) / "model.safetensors")), strict=False)
-        model.tie_weights()
+        if tied_embeddings(model.config):
+            model.tie_weights()
         previous = json.loads((Path(init_from) / "testbed.json").read_text())
         previous.pop("real_ids", None)
-    vision = [p for n, p in model.named_parameters() if ".visual." in f".{n}"]
+    vision = [p for n, p in model.named_parameters() if any(v in f".{n}" for v in fam.vision_params)]
     vision_ids = {id(p) for p in vision}
     text = [p for p in model.parameters() if id(p) not in vision_ids]
     opt = torch.optim.AdamW([{"params": text, "lr": spec.lr}, {"params": vision, "lr": 3 * spec.lr}],
@@ -318,7 +303,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
     while True:
         idx = [rng.randrange(n_train) for _ in range(batch)]
         seqs = [ex.sample(train_attrs[i], rng, spec.style) for i in idx]
-        loss = weighted_loss(model, collate(seqs, train_px[idx], int(ex.video_id)))
+        loss = weighted_loss(model, collate(seqs, train_px[idx], int(ex.video_id), fam.name))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -349,7 +334,8 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
             break
     assert best is not None
     state = best["state"]
-    state.pop("lm_head.weight", None)  # tied to the embedding
+    if tied_embeddings(model.config):
+        state.pop("lm_head.weight", None)  # tied to the embedding
     save_file(state, str(out / "model.safetensors"))
     info = {
         "role": role,
@@ -377,7 +363,8 @@ def train_all(a: argparse.Namespace) -> None:
 
     t0 = time.time()
     procs = []
-    for role in ROLES:
+    roles = PAIRS[a.role]
+    for role in roles:
         cmd = [sys.executable, "-m", "lvspec_eval.testbed.train", "--role", role, "--train-clips", str(a.train_clips),
                "--val-clips", str(a.val_clips), "--batch", str(a.batch), "--eval-every", str(a.eval_every),
                "--threads", "1"]
@@ -389,13 +376,14 @@ def train_all(a: argparse.Namespace) -> None:
     failed = [role for role, p in procs if p.wait() != 0]
     if failed:
         raise SystemExit(f"training failed for {failed}")
-    print(f"[testbed] trained {', '.join(ROLES)} in {(time.time() - t0) / 60:.1f} min", flush=True)
+    print(f"[testbed] trained {', '.join(roles)} in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--role", choices=sorted(ROLES) + ["all"], required=True,
-                   help="'all': encode the clips once, then train both roles side by side (one thread each)")
+    p.add_argument("--role", choices=sorted(ROLES) + sorted(PAIRS), required=True,
+                   help="a role, or a pair ('all': the Qwen2.5-VL pair, 'llava_ov': the LLaVA-OneVision pair): "
+                        "encode the clips once, then train both roles side by side (one thread each)")
     p.add_argument("--out", type=Path, default=None, help="default: lvspec_eval/testbed/weights/<role>")
     p.add_argument("--train-clips", type=int, default=4000)
     p.add_argument("--val-clips", type=int, default=64)
@@ -407,12 +395,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue from a trained folder (model.safetensors + testbed.json) instead of from scratch")
     a = p.parse_args(argv)
-    if a.prepare_only or a.role == "all":
-        clip_tensor_file("train", a.train_clips)
-        clip_tensor_file("val", a.val_clips)
+    if a.prepare_only or a.role in PAIRS:
+        for name in sorted({ROLES[r].family for r in PAIRS.get(a.role, (a.role,))}):
+            clip_tensor_file("train", a.train_clips, name)
+            clip_tensor_file("val", a.val_clips, name)
         if a.prepare_only:
             return
-    if a.role == "all":
+    if a.role in PAIRS:
         return train_all(a)
     train(a.role, a.out or weights_dir(a.role), a.train_clips, a.val_clips, a.batch, a.eval_every, a.max_minutes,
           a.threads, a.init_from)

@@ -34,21 +34,18 @@ def all_texts() -> list[str]:
     return texts
 
 
-def chat_text(tokenizer: Any) -> str:
-    """The system/user/assistant scaffolding of the chat template (one video, any question)."""
-    msgs = [{"role": "user", "content": [{"type": "video", "video": "x.mp4"}, {"type": "text", "text": "q"}]}]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+def reduced_ids(tokenizer: Any, fam: Any = None) -> list[int]:
+    """Sorted real ids the testbed needs: chat scaffolding of ``fam`` (a :class:`~lvspec_eval.testbed.
+    families.Family`, default Qwen2.5-VL), vision tokens, prompts, answers, EOS."""
+    from lvspec_eval.testbed.families import QwenFamily
 
-
-def reduced_ids(tokenizer: Any) -> list[int]:
-    """Sorted real ids the testbed needs: chat scaffolding, vision tokens, prompts, answers, EOS."""
+    fam = fam or QwenFamily()
     ids: set[int] = set()
-    for text in all_texts() + [chat_text(tokenizer)]:
+    for text in all_texts() + ["q".join(fam.chat_scaffold(tokenizer))]:
         ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
         # the answer follows "assistant\n" directly: its first word has no leading space
         ids.update(tokenizer(text.split(" ", 1)[0], add_special_tokens=False)["input_ids"])
-    for name in ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
-                 "<|video_pad|>", "<|image_pad|>"):
+    for name in fam.special_tokens:
         ids.add(tokenizer.convert_tokens_to_ids(name))
     return sorted(ids)
 

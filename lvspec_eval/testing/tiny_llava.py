@@ -12,14 +12,15 @@ Heavy libraries (torch, transformers) are imported inside the function.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lvspec_eval.testing.tiny import checkpoint_complete, qwen_tokenizer, save_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["LLAVA_ONEVISION_CHAT_TEMPLATE", "build_tiny_llava_onevision"]
+__all__ = ["LLAVA_ONEVISION_CHAT_TEMPLATE", "build_tiny_llava_onevision", "tiny_llava_onevision_config",
+           "tiny_llava_onevision_processor"]
 
 #: The llava-hf LLaVA-OneVision chat template (images, then videos, then text per message), with
 #: one addition: a message whose content is a plain string is rendered as-is. lmms-eval's simple
@@ -67,26 +68,47 @@ def build_tiny_llava_onevision(
         return out_dir
 
     import torch
-    from transformers import (
-        GenerationConfig,
-        LlavaOnevisionConfig,
-        LlavaOnevisionForConditionalGeneration,
-        LlavaOnevisionImageProcessor,
-        LlavaOnevisionProcessor,
-        LlavaOnevisionVideoProcessor,
-    )
+    from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
 
     dtype = torch.float32 if dtype is None else dtype
+    config = tiny_llava_onevision_config(hidden=hidden, layers=layers, vision_hidden=vision_hidden,
+                                         vision_layers=vision_layers, image_size=image_size, vocab_size=vocab_size,
+                                         init_std=init_std)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaOnevisionForConditionalGeneration(config).to(dtype).eval()
+        # image_newline is drawn at std 1/sqrt(hidden) by default; keep it on the scale of the rest
+        with torch.no_grad():
+            model.model.image_newline.normal_(0.0, init_std)
+    model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+                                               do_sample=False)
+    processor = tiny_llava_onevision_processor(image_size, config)
+    info = {"family": "llava_onevision", "seed": seed, "hidden": hidden, "layers": layers,
+            "vision_hidden": vision_hidden, "vision_layers": vision_layers, "image_size": image_size,
+            "vocab_size": vocab_size, "dtype": str(dtype), "init_std": init_std}
+    return save_checkpoint(out_dir, model, processor, info)
+
+
+def tiny_llava_onevision_config(hidden: int = 64, layers: int = 2, vision_hidden: int = 32, vision_layers: int = 1,
+                                image_size: int = 112, vocab_size: int = 151936, init_std: float = 0.3,
+                                intermediate: int | None = None, token_ids: dict[str, int] | None = None) -> Any:
+    """The ``LlavaOnevisionConfig`` of :func:`build_tiny_llava_onevision` (``token_ids`` overrides the
+    special ids: ``image_token_id``, ``video_token_id``, ``bos_token_id``, ``eos_token_id``,
+    ``pad_token_id``, e.g. for a model trained on a reduced vocabulary)."""
+    from transformers import LlavaOnevisionConfig
+
     if image_size % 28:
         raise ValueError(f"image_size={image_size} must be a multiple of 28 (patch 14, 2x2 pooling)")
+    ids = {"image_token_id": IMAGE_TOKEN_ID, "video_token_id": VIDEO_TOKEN_ID, "bos_token_id": 151643,
+           "eos_token_id": 151645, "pad_token_id": 151643}
+    ids.update(token_ids or {})
     heads = max(1, hidden // 16)
-    patches = image_size // 14
     config = LlavaOnevisionConfig(
         text_config={
             "model_type": "qwen2",
             "vocab_size": vocab_size,
             "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
+            "intermediate_size": intermediate or 2 * hidden,
             "num_hidden_layers": layers,
             "num_attention_heads": heads,
             "num_key_value_heads": max(1, heads // 2),
@@ -95,9 +117,9 @@ def build_tiny_llava_onevision(
             "initializer_range": init_std,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
             "tie_word_embeddings": False,
-            "bos_token_id": 151643,
-            "eos_token_id": 151645,
-            "pad_token_id": 151643,
+            "bos_token_id": ids["bos_token_id"],
+            "eos_token_id": ids["eos_token_id"],
+            "pad_token_id": ids["pad_token_id"],
         },
         vision_config={
             "model_type": "siglip_vision_model",
@@ -109,8 +131,8 @@ def build_tiny_llava_onevision(
             "image_size": image_size,
             "vision_use_head": False,
         },
-        image_token_index=IMAGE_TOKEN_ID,
-        video_token_index=VIDEO_TOKEN_ID,
+        image_token_index=ids["image_token_id"],
+        video_token_index=ids["video_token_id"],
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
         image_grid_pinpoints=[[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size],
@@ -118,19 +140,19 @@ def build_tiny_llava_onevision(
         tie_word_embeddings=False,
     )
     config.initializer_range = init_std
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaOnevisionForConditionalGeneration(config).to(dtype).eval()
-        # image_newline is drawn at std 1/sqrt(hidden) by default; keep it on the scale of the rest
-        with torch.no_grad():
-            model.model.image_newline.normal_(0.0, init_std)
-    model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
-                                               do_sample=False)
+    return config
+
+
+def tiny_llava_onevision_processor(image_size: int, config: Any) -> Any:
+    """Image + video processors at ``image_size``, the llava-hf LLaVA-OneVision tokenizer layout and
+    chat template (:data:`LLAVA_ONEVISION_CHAT_TEMPLATE`)."""
+    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
 
     tokenizer = qwen_tokenizer(layout="llava_onevision")
     tokenizer.chat_template = LLAVA_ONEVISION_CHAT_TEMPLATE
     size = {"height": image_size, "width": image_size}
-    processor = LlavaOnevisionProcessor(
+    patches = image_size // 14
+    return LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=config.image_grid_pinpoints),
         video_processor=LlavaOnevisionVideoProcessor(size=size),
         tokenizer=tokenizer,
@@ -138,7 +160,3 @@ def build_tiny_llava_onevision(
         vision_feature_select_strategy="full",
         chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
     )
-    info = {"family": "llava_onevision", "seed": seed, "hidden": hidden, "layers": layers,
-            "vision_hidden": vision_hidden, "vision_layers": vision_layers, "image_size": image_size,
-            "vocab_size": vocab_size, "dtype": str(dtype), "init_std": init_std}
-    return save_checkpoint(out_dir, model, processor, info)
