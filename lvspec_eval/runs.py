@@ -4,6 +4,7 @@ regression baseline): one method on one task, records to a known file, a log, op
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,9 @@ def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path,
     name = name or method
     stats = out / "records" / f"{name}.jsonl"
     stats.unlink(missing_ok=True)
+    # lmms-eval nests its files under the model path: a previous run with another checkpoint would
+    # survive beside this one and be read back as if it were this run's
+    shutil.rmtree(out / "lmms" / name, ignore_errors=True)
     model_args = (f"pretrained={target},draft_pretrained={draft},method={method},dtype=float32,device_map=cpu,"
                   f"{VIDEO_ARGS},paired_baseline={'false' if method == 'ar' else 'true'},stats_path={stats}"
                   + (f",{extra_args}" if extra_args else ""))

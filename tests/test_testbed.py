@@ -69,12 +69,12 @@ def test_caption_states_every_anchor_once_and_parses_back():
             assert g.score_caption(text, attrs)["anchor_f1"] == 1.0
 
 
-def test_styles_prefer_different_paraphrases_in_four_slots():
+def test_styles_prefer_different_paraphrases_in_five_slots():
     attrs = TRUTH
     target, drafter = g.modal_caption(attrs, "target"), g.modal_caption(attrs, "drafter")
     assert target != drafter
     differ = [s for s in g.FILLERS if g.TARGET_STYLE[s] != g.DRAFTER_STYLE[s]]
-    assert len(differ) == 4
+    assert differ == ["open", "duration", "camera", "rest", "look"]
     for style in (g.TARGET_STYLE, g.DRAFTER_STYLE):
         for probs in style.values():
             assert abs(sum(probs) - 1) < 1e-9 and max(probs) == 0.6
@@ -170,3 +170,33 @@ def test_task_hooks_score_like_the_grammar():
     mdoc = json.loads((TASK_DIR / "mcq.jsonl").read_text().splitlines()[0])
     assert utils.mcq_results(mdoc, [mdoc["answer"]]) == {"accuracy": 1.0}
     assert utils.mcq_results(mdoc, ["Z"]) == {"accuracy": 0.0}
+
+
+@pytest.mark.parametrize("family_name,attribute", [("qwen2_5_vl", "motion"), ("llava_onevision", "shape")])
+def test_vision_pretraining_trains_the_tower_alone(family_name, attribute):
+    """The throw-away heads learn the attribute from the pooled video features; text weights stay put."""
+    import random
+
+    import torch
+
+    from lvspec_eval.testbed import train as T
+    from lvspec_eval.testbed.families import family
+    from lvspec_eval.testbed.vocab import VocabMap, reduced_ids
+
+    fam = family(family_name)
+    spec = T.RoleSpec(hidden=32, layers=1, intermediate=64, vision_hidden=32, vision_depth=1, lr=3e-3, style="target",
+                      stop_f1=0, stop_min_attr=0, stop_mcq=0, max_minutes=1, seed=0, family=family_name,
+                      vision_pretrain_steps=60, vision_pretrain=(attribute,))
+    tok = fam.tokenizer()
+    model = T.build_model(spec, VocabMap(reduced_ids(tok, fam)), tok)
+    seeds = clips.split_seeds("train", 8)
+    pixels = np.stack([fam.encode(clips.roundtrip(clips.render(s)[0])) for s in seeds]).astype(np.float16)
+    attrs = [clips.clip_attributes(s) for s in seeds]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    log = T.pretrain_vision(model, spec, pixels, attrs, random.Random(0), 8, "test")
+    assert [e["step"] for e in log] == [50, 60]
+    assert log[-1]["batch_accuracy"][attribute] == 1.0 and log[-1]["loss"] < log[0]["loss"] + 1e-9
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    vision = {n for n in before if any(v in f".{n}" for v in fam.vision_params)}
+    assert changed <= vision  # the language model is untouched
+    assert any("patch_embed" in n for n in changed)  # the tower itself learned (not only the projector)

@@ -1,4 +1,5 @@
-"""The trained testbed pair: compact weights, materialised checkpoints, both tasks end to end."""
+"""The trained testbed pairs (Qwen2.5-VL and LLaVA-OneVision): compact weights, materialised
+checkpoints, both tasks end to end."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 
 from lvspec_eval.testbed import clips
 from lvspec_eval.testbed import grammar as g
+from lvspec_eval.testbed.families import PAIRS
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+ROLES = ("target", "drafter", "llava_target", "llava_drafter")
 
 
 # -- trained checkpoints ---------------------------------------------------------------------------
@@ -25,13 +28,13 @@ def testbed_pair(tmp_path_factory) -> dict[str, Path]:
     from lvspec_eval.testbed.checkpoints import checkpoint
 
     cache = tmp_path_factory.mktemp("testbed_ckpt")
-    return {role: checkpoint(role, cache=cache) for role in ("target", "drafter")}
+    return {role: checkpoint(role, cache=cache) for role in ROLES}
 
 
 def test_shipped_weights_are_small():
     from lvspec_eval.testbed.checkpoints import weights_dir
 
-    total = sum(f.stat().st_size for role in ("target", "drafter") for f in weights_dir(role).iterdir())
+    total = sum(f.stat().st_size for role in ROLES for f in weights_dir(role).iterdir())
     assert total <= 40 * 2**20, total
 
 
@@ -48,39 +51,44 @@ def test_checkpoint_materialises_once(testbed_pair, tmp_path):
         checkpoint("teacher")
 
 
-@pytest.mark.parametrize("role", ["target", "drafter"])
+@pytest.mark.parametrize("role", ROLES)
 def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, role):
     """Full-vocabulary folder, loaded with the ordinary from_pretrained calls, gives the trained
     model's logits on the trained ids, and no unused row ever wins the argmax."""
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from lvspec_eval.testbed import train as T
-    from lvspec_eval.testbed.checkpoints import weights_dir
+    from lvspec_eval.testbed.checkpoints import VOCAB_ROWS, weights_dir
+    from lvspec_eval.testbed.families import family, tied_embeddings
     from lvspec_eval.testbed.vocab import VocabMap
 
     folder = testbed_pair[role]
-    full = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(str(folder))
-    assert full.config.get_text_config().vocab_size == 151936
     info = json.loads((weights_dir(role) / "testbed.json").read_text())
+    spec = T.RoleSpec(**info["spec"])
+    fam = family(spec.family)
+    full = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=torch.float32).eval()
+    assert isinstance(full, fam.model_class())
+    processor = AutoProcessor.from_pretrained(str(folder))
+    assert full.config.get_text_config().vocab_size == VOCAB_ROWS.get(role, 151936)
     vmap = VocabMap(info["real_ids"])
-    reduced = T.build_model(T.RoleSpec(**info["spec"]), vmap, processor.tokenizer).eval()
+    reduced = T.build_model(spec, vmap, processor.tokenizer).eval()
     reduced.load_state_dict(load_file(str(weights_dir(role) / "model.safetensors")), strict=False)
-    reduced.tie_weights()
+    if tied_embeddings(reduced.config):
+        reduced.tie_weights()
 
     seed = clips.split_seeds("test", 1)[0]
     frames = clips.roundtrip(clips.render(seed)[0])
-    pv = processor.video_processor(videos=[torch.from_numpy(frames).permute(0, 3, 1, 2)], return_tensors="pt",
-                                   **T.VIDEO_ARGS)["pixel_values_videos"]
-    ex = T.Examples(processor.tokenizer, vmap)
+    pv = fam.encode(frames, processor.video_processor)  # the saved processor gives the trained-on tensors
+    ex = T.Examples(processor.tokenizer, vmap, fam.name)
     answer, _ = ex.answer(g.caption(clips.clip_attributes(seed), random.Random(0)), anchors=False)
     seq = ex.prompt(g.CAPTION_PROMPT) + answer
-    batch = T.collate([(seq, [1.0] * len(seq))], pv.numpy()[None].astype("float16"), int(ex.video_id))
+    batch = T.collate([(seq, [1.0] * len(seq))], pv[None].astype("float16"), int(ex.video_id), fam.name)
     batch.pop("weights")
     real = torch.tensor([[vmap.real(int(t)) for t in seq]])
-    full_batch = dict(batch, input_ids=real, mm_token_type_ids=(real == 151656).long() * 2)
+    video_id = processor.tokenizer.convert_tokens_to_ids(fam.video_token)
+    full_batch = dict(batch, input_ids=real, **fam.token_type_inputs(real, video_id))
     with torch.inference_mode():
         small = reduced(**batch).logits[0]
         big = full(**full_batch).logits[0]
@@ -88,17 +96,19 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
     assert set(big.argmax(-1).tolist()) <= set(vmap.real_ids)
 
 
-def test_testbed_tasks_end_to_end(testbed_pair, tmp_path):
-    """Both tasks through the lmms-eval CLI with the trained pair (--limit 3): scores and records."""
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_testbed_tasks_end_to_end(testbed_pair, tmp_path, pair):
+    """Both tasks through the lmms-eval CLI with each trained pair (--limit 3): scores and records."""
     from lvspec_eval.metrics.records import read_records
 
+    model, target, drafter, _ = PAIRS[pair]
     for task, metric in (("lvspec_testbed_caption", "anchor_f1"), ("lvspec_testbed_mcq", "accuracy")):
         out = tmp_path / task
         stats = tmp_path / f"{task}.jsonl"
-        model_args = (f"pretrained={testbed_pair['target']},draft_pretrained={testbed_pair['drafter']},method=lvspec,"
+        model_args = (f"pretrained={testbed_pair[target]},draft_pretrained={testbed_pair[drafter]},method=lvspec,"
                       f"dtype=float32,device_map=cpu,max_num_frames=8,min_pixels=3136,max_pixels=12544,"
                       f"paired_baseline=true,stats_path={stats}")
-        cmd = [sys.executable, "-m", "lmms_eval", "--model", "lvspec_qwen", "--model_args", model_args, "--device",
+        cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device",
                "cpu", "--include_path", str(TASK_DIR), "--tasks", task, "--batch_size", "1", "--limit", "3",
                "--output_path", str(out), "--log_samples"]
         env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")

@@ -56,6 +56,10 @@ class Family:
     def token_type_inputs(self, input_ids: Any, video_id: int) -> dict[str, Any]:
         return {}
 
+    def video_features(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """The projected video features the language model receives: [clips, tokens, hidden]."""
+        raise NotImplementedError
+
     # -- model -----------------------------------------------------------------------------------
     def config(self, spec: Any, vocab_size: int, token_ids: dict[str, int] | None) -> Any:
         raise NotImplementedError
@@ -131,6 +135,12 @@ class QwenFamily(Family):
     def token_type_inputs(self, input_ids: Any, video_id: int) -> dict[str, Any]:
         return {"mm_token_type_ids": (input_ids == video_id).long() * 2}
 
+    def video_features(self, model: Any, inputs: dict[str, Any]) -> Any:
+        import torch
+
+        out = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True)
+        return torch.stack(list(out.pooler_output))
+
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
         from lvspec_eval.testing.tiny import QWEN_VISION_IDS
 
@@ -194,6 +204,11 @@ class LlavaOnevisionFamily(Family):
         import torch
 
         return {"pixel_values_videos": torch.from_numpy(pixels.reshape(b, *self.pixel_shape).astype("float32"))}
+
+    def video_features(self, model: Any, inputs: dict[str, Any]) -> Any:
+        pixels = inputs["pixel_values_videos"]
+        out = model.model.get_video_features(pixels, return_dict=True).pooler_output
+        return out.reshape(pixels.shape[0], -1, out.shape[-1])
 
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
         from lvspec_eval.testing.tiny_llava import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID

@@ -16,7 +16,7 @@ A caption (about 40-55 Qwen tokens) states each anchor once, among six *filler* 
 wording carries no information about the clip (e.g. "In this video," / "In this clip,"). Each
 filler slot draws from four paraphrases with skewed probabilities. The target is trained on
 :data:`TARGET_STYLE`; the drafter on :data:`DRAFTER_STYLE`, which prefers another paraphrase in
-four of the six slots, as a real drafter phrases things its own way.
+five of the six slots, as a real drafter phrases things its own way.
 
 The parser reads attributes back from any answer by word: the value sets are disjoint, so a
 word names its attribute. :func:`score_caption` gives ``anchor_f1`` (F1 of stated vs true
@@ -69,13 +69,13 @@ SKEW = (0.6, 0.2, 0.1, 0.1)
 
 #: Paraphrase probabilities per slot (index-aligned with FILLERS).
 TARGET_STYLE: dict[str, tuple[float, ...]] = {slot: SKEW for slot in FILLERS}
-#: The drafter's own preferences: another favourite in four of six slots.
+#: The drafter's own preferences: another favourite in five of six slots.
 DRAFTER_STYLE: dict[str, tuple[float, ...]] = {
     "open": (0.2, 0.6, 0.1, 0.1),
     "place": SKEW,
     "duration": (0.1, 0.2, 0.6, 0.1),
     "camera": (0.2, 0.6, 0.1, 0.1),
-    "rest": SKEW,
+    "rest": (0.1, 0.6, 0.2, 0.1),
     "look": (0.1, 0.1, 0.2, 0.6),
 }
 STYLES = {"target": TARGET_STYLE, "drafter": DRAFTER_STYLE}

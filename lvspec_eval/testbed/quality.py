@@ -2,6 +2,7 @@
 the lmms-eval CLI, per-attribute scores from lmms-eval's results files.
 
     python -m lvspec_eval.testbed.quality [--family qwen|llava_ov] [--limit N] [--out reports/testbed_quality]
+                                          [--score-only]   # re-read the last runs, run nothing
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ CAPTION, MCQ = "lvspec_testbed_caption", "lvspec_testbed_mcq"
 
 
 def scores(out: Path, task: str) -> dict[str, float]:
-    results = json.loads(sorted(out.rglob("*_results.json"))[-1].read_text())["results"][task]
+    files = list(out.rglob("*_results.json"))
+    if not files:
+        raise SystemExit(f"no lmms-eval results under {out}; run without --score-only first")
+    results = json.loads(max(files, key=lambda f: f.stat().st_mtime).read_text())["results"][task]  # newest run
     return {k.split(",")[0]: v for k, v in results.items() if "," in k and "stderr" not in k
             and isinstance(v, (int, float))}
 
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
+    p.add_argument("--score-only", action="store_true", help="tabulate the newest existing runs, run nothing")
     p.add_argument("--out", type=Path, default=REPO / "reports" / "testbed_quality")
     a = p.parse_args(argv)
     out = a.out.resolve()
@@ -44,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         row = [role]
         for task in (CAPTION, MCQ):
             name = f"{role}_{task}"
-            run_lmms("ar", ckpt, ckpt, task=task, task_dir=TASK_DIR, out=out, name=name, limit=a.limit, model=pair.model)
+            if not a.score_only:
+                run_lmms("ar", ckpt, ckpt, task=task, task_dir=TASK_DIR, out=out, name=name, limit=a.limit,
+                         model=pair.model)
             s = scores(out / "lmms" / name, task)
             row += [s["anchor_f1"]] + [s[f"attr_{x}"] for x in g.ATTRIBUTES] if task == CAPTION else [s["accuracy"]]
         rows.append(row)
