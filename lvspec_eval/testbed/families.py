@@ -70,6 +70,11 @@ class Family:
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
         raise NotImplementedError
 
+    def vision_parameters(self, model: Any) -> list[Any]:
+        """The vision tower's and projector's parameters (trained at 3x the text lr, and alone in
+        vision pre-training)."""
+        return [p for n, p in model.named_parameters() if any(v in f".{n}" for v in self.vision_params)]
+
     def embedding_keys(self, state: dict[str, Any]) -> list[str]:
         """Vocabulary-sized matrices in a reduced state dict (expanded to the full vocabulary)."""
         return [k for k in state if k.endswith("embed_tokens.weight") or k == "lm_head.weight"]

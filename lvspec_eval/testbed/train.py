@@ -32,13 +32,12 @@ from typing import Any
 
 from lvspec_eval.testbed import clips
 from lvspec_eval.testbed import grammar as g
-from lvspec_eval.testbed.families import QwenFamily, family, tied_embeddings
+from lvspec_eval.testbed.families import family, tied_embeddings
 
 DATA_FORMAT = 2  # bump when clips.render changes
 ANCHOR_WEIGHT = 3.0
 #: Relative share of MCQ training questions per attribute: motion, learned last, is asked twice as often.
 MCQ_SHARE = {"motion": 2.0}
-VIDEO_ARGS = QwenFamily.video_args
 
 
 @dataclass
@@ -223,7 +222,7 @@ def pretrain_vision(model: Any, spec: RoleSpec, pixels: Any, attrs: list[g.Attri
     import torch.nn.functional as F
 
     fam = family(spec.family)
-    vision = [p for n, p in model.named_parameters() if any(v in f".{n}" for v in fam.vision_params)]
+    vision = fam.vision_parameters(model)
     labels = {a: torch.tensor([g.ATTRIBUTES[a].index(getattr(x, a)) for x in attrs]) for a in spec.vision_pretrain}
     heads: dict[str, Any] = {}
     opt = None
@@ -338,7 +337,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
             model.tie_weights()
         previous = json.loads((Path(init_from) / "testbed.json").read_text())
         previous.pop("real_ids", None)
-    vision = [p for n, p in model.named_parameters() if any(v in f".{n}" for v in fam.vision_params)]
+    vision = fam.vision_parameters(model)
     vision_ids = {id(p) for p in vision}
     text = [p for p in model.parameters() if id(p) not in vision_ids]
     opt = torch.optim.AdamW([{"params": text, "lr": spec.lr}, {"params": vision, "lr": 3 * spec.lr}],
