@@ -172,9 +172,13 @@ def test_task_hooks_score_like_the_grammar():
     assert utils.mcq_results(mdoc, ["Z"]) == {"accuracy": 0.0}
 
 
-@pytest.mark.parametrize("family_name,attribute", [("qwen2_5_vl", "motion"), ("llava_onevision", "shape")])
-def test_vision_pretraining_trains_the_tower_alone(family_name, attribute):
-    """The throw-away heads learn the attribute from the pooled video features; text weights stay put."""
+@pytest.mark.parametrize("family_name,phases", [
+    ("qwen2_5_vl", ((("motion",), 40), (("motion", "count"), 20))),
+    ("llava_onevision", ((("shape",), 60),)),
+])
+def test_vision_pretraining_trains_the_tower_alone(family_name, phases):
+    """Phase by phase, the throw-away heads learn their attributes from the pooled video features;
+    text weights stay put."""
     import random
 
     import torch
@@ -186,7 +190,7 @@ def test_vision_pretraining_trains_the_tower_alone(family_name, attribute):
     fam = family(family_name)
     spec = T.RoleSpec(hidden=32, layers=1, intermediate=64, vision_hidden=32, vision_depth=1, lr=3e-3, style="target",
                       stop_f1=0, stop_min_attr=0, stop_mcq=0, max_minutes=1, seed=0, family=family_name,
-                      vision_pretrain_steps=60, vision_pretrain=(attribute,))
+                      vision_pretrain=phases)
     tok = fam.tokenizer()
     model = T.build_model(spec, VocabMap(reduced_ids(tok, fam)), tok)
     seeds = clips.split_seeds("train", 8)
@@ -194,9 +198,31 @@ def test_vision_pretraining_trains_the_tower_alone(family_name, attribute):
     attrs = [clips.clip_attributes(s) for s in seeds]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     log = T.pretrain_vision(model, spec, pixels, attrs, random.Random(0), 8, "test")
-    assert [e["step"] for e in log] == [50, 60]
-    assert log[-1]["batch_accuracy"][attribute] == 1.0 and log[-1]["loss"] < log[0]["loss"] + 1e-9
+    # a log entry every 50 steps and at the end of each phase, naming the phase's attributes
+    ends = [sum(n for _, n in phases[: i + 1]) for i in range(len(phases))]
+    assert [e["step"] for e in log] == sorted({*range(50, ends[-1] + 1, 50), *ends})
+    assert [e["attributes"] for e in log if e["step"] in ends] == [list(a) for a, _ in phases]
+    last = phases[-1][0]
+    assert set(log[-1]["batch_accuracy"]) == set(last)
+    in_last = [e["loss"] for e in log if e["attributes"] == list(last)]
+    assert all(log[-1]["batch_accuracy"][a] == 1.0 for a in last) and in_last[-1] < in_last[0] + 1e-9
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     vision = {n for n in before if any(v in f".{n}" for v in fam.vision_params)}
     assert changed <= vision  # the language model is untouched
     assert any("patch_embed" in n for n in changed)  # the tower itself learned (not only the projector)
+
+
+def test_role_spec_reads_old_and_new_records():
+    """testbed.json records of both layouts (one pre-training phase as `vision_pretrain_steps` + attributes,
+    or phases) give the same RoleSpec; a JSON round trip of a spec gives the spec back."""
+    import dataclasses
+
+    from lvspec_eval.testbed import train as T
+
+    for role, spec in T.ROLES.items():
+        record = json.loads(json.dumps(dataclasses.asdict(spec)))
+        assert T.RoleSpec.from_record(record) == spec, role
+    base = dataclasses.asdict(T.ROLES["llava_target"])
+    old = dict(base, vision_pretrain=["shape", "count"], vision_pretrain_steps=300)
+    assert T.RoleSpec.from_record(old).vision_pretrain == ((("shape", "count"), 300),)
+    assert T.RoleSpec.from_record(dict(base, vision_pretrain=[], vision_pretrain_steps=0)).vision_pretrain == ()

@@ -66,7 +66,7 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
 
     folder = testbed_pair[role]
     info = json.loads((weights_dir(role) / "testbed.json").read_text())
-    spec = T.RoleSpec(**info["spec"])
+    spec = T.RoleSpec.from_record(info["spec"])
     fam = family(spec.family)
     full = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=torch.float32).eval()
     assert isinstance(full, fam.model_class())

@@ -70,7 +70,7 @@ def _materialise(source: Path, out: Path) -> Path:
     from lvspec_eval.testbed.vocab import VocabMap, expand_embedding
 
     info = json.loads((source / "testbed.json").read_text())
-    spec = RoleSpec(**info["spec"])
+    spec = RoleSpec.from_record(info["spec"])
     fam = family(spec.family)
     vmap = VocabMap(info["real_ids"])
     config = fam.config(spec, VOCAB_ROWS.get(info["role"], 151936), None)

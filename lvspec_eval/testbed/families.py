@@ -31,7 +31,7 @@ class Family:
     pixel_shape: tuple[int, ...]
     #: number of video placeholder tokens of one clip in the prompt
     video_tokens: int
-    #: parameter-name fragments of the vision tower and projector (trained at 3x the text lr)
+    #: parameter-name fragments of the vision tower and projector (trained at RoleSpec.vision_lr_scale x the text lr)
     vision_params: tuple[str, ...]
     #: prefix of the cached training tensors (``data-v*/<prefix><split>-<n>.f16``)
     cache_prefix: str
@@ -71,7 +71,7 @@ class Family:
         raise NotImplementedError
 
     def vision_parameters(self, model: Any) -> list[Any]:
-        """The vision tower's and projector's parameters (trained at 3x the text lr, and alone in
+        """The vision tower's and projector's parameters (trained at their own lr, and alone in
         vision pre-training)."""
         return [p for n, p in model.named_parameters() if any(v in f".{n}" for v in self.vision_params)]
 

@@ -56,14 +56,27 @@ class RoleSpec:
     max_minutes: float
     seed: int
     family: str = "qwen2_5_vl"
-    # vision pre-training: `vision_pretrain_steps` steps of the vision tower + projector alone, with
-    # throw-away linear heads predicting the `vision_pretrain` attributes from the pooled video
-    # features (as real VLMs start from a trained vision encoder); then the warm-up: the first
-    # `warmup_steps` steps of the whole model train only MCQ questions on `warmup_attribute`
-    vision_pretrain_steps: int = 0
-    vision_pretrain: tuple[str, ...] = ()
+    # vision pre-training: phases of (attributes, steps), each training the vision tower + projector
+    # alone with throw-away linear heads predicting those attributes from the pooled video features
+    # (as real VLMs start from a trained vision encoder); then the warm-up: the first `warmup_steps`
+    # steps of the whole model train only MCQ questions on `warmup_attribute`
+    vision_pretrain: tuple[tuple[tuple[str, ...], int], ...] = ()
+    # learning rate of the vision tower + projector relative to `lr` after pre-training (3x in it)
+    vision_lr_scale: float = 3.0
     warmup_attribute: str | None = None
     warmup_steps: int = 0
+
+    @classmethod
+    def from_record(cls, spec: dict[str, Any]) -> "RoleSpec":
+        """The spec stored in a ``testbed.json``; records written before pre-training had phases
+        (``vision_pretrain_steps`` + one attribute tuple) are read as one phase."""
+        spec = dict(spec)
+        steps = spec.pop("vision_pretrain_steps", None)
+        phases = spec.get("vision_pretrain") or ()
+        if steps is not None:
+            phases = ((tuple(phases), steps),) if steps else ()
+        spec["vision_pretrain"] = tuple((tuple(attrs), int(n)) for attrs, n in phases)
+        return cls(**spec)
 
 
 ROLES: dict[str, RoleSpec] = {
@@ -71,7 +84,7 @@ ROLES: dict[str, RoleSpec] = {
     # cost on 2 CPU cores; a 96x2 model learned every attribute in minutes per testbed.md), vision 64x2
     "target": RoleSpec(hidden=256, layers=2, intermediate=512, vision_hidden=64, vision_depth=2, lr=1.5e-3,
                        style="target", stop_f1=0.97, stop_min_attr=0.92, stop_mcq=0.95, max_minutes=50, seed=1,
-                       vision_pretrain_steps=150, vision_pretrain=("motion",), warmup_attribute="motion",
+                       vision_pretrain=((("motion",), 150), (("motion", "count", "shape"), 300)), warmup_attribute="motion",
                        warmup_steps=200),
     # 64x1 text / 32x1 vision: ~4x cheaper per step; stopped early (F1 >= 0.72) so it misses details
     "drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
@@ -82,7 +95,7 @@ ROLES: dict[str, RoleSpec] = {
     # SigLIP sees single frames, so motion is left to the language model.
     "llava_target": RoleSpec(hidden=256, layers=2, intermediate=512, vision_hidden=64, vision_depth=2, lr=1.5e-3,
                              style="target", stop_f1=0.95, stop_min_attr=0.85, stop_mcq=0.90, max_minutes=30, seed=3,
-                             family="llava_onevision", vision_pretrain_steps=300, vision_pretrain=("shape", "count")),
+                             family="llava_onevision", vision_pretrain=((("shape", "count"), 300),)),
     "llava_drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
                               style="drafter", stop_f1=0.72, stop_min_attr=0.0, stop_mcq=0.0, max_minutes=20, seed=4,
                               family="llava_onevision"),
@@ -183,7 +196,7 @@ class Examples:
 
 
 def collate(seqs: list[tuple[list[int], list[float]]], pixels: Any, video_id: int,
-            family_name: str = "qwen2_5_vl") -> dict[str, Any]:
+            family_name: str = "qwen2_5_vl", device: Any = "cpu") -> dict[str, Any]:
     import torch
 
     n = max(len(s) for s, _ in seqs)
@@ -195,8 +208,9 @@ def collate(seqs: list[tuple[list[int], list[float]]], pixels: Any, video_id: in
         mask[i, : len(s)] = 1
         weights[i, : len(w)] = torch.tensor(w)
     fam = family(family_name)
-    return {"input_ids": ids, "attention_mask": mask, **fam.token_type_inputs(ids, video_id),
-            **fam.batch_inputs(pixels, len(seqs)), "weights": weights}
+    batch = {"input_ids": ids, "attention_mask": mask, **fam.token_type_inputs(ids, video_id),
+             **fam.batch_inputs(pixels, len(seqs)), "weights": weights}
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,41 +227,48 @@ def build_model(spec: RoleSpec, vmap: Any, tokenizer: Any) -> Any:
 
 def pretrain_vision(model: Any, spec: RoleSpec, pixels: Any, attrs: list[g.Attributes], rng: random.Random,
                     batch: int, role: str) -> list[dict[str, Any]]:
-    """Train the vision tower and projector alone: linear heads on [mean, max] of the video features
-    predict the ``spec.vision_pretrain`` attributes (cross-entropy summed); the heads are discarded
-    afterwards. For the target: motion, which the language model never learned to read from a
-    vision tower trained only through it (a tower trained on motion alone separates moving / still
-    in ~50 steps), is in the features from the start. Returns a log entry every 50 steps."""
+    """Train the vision tower and projector alone, phase by phase (``spec.vision_pretrain``): linear
+    heads on [mean, max] of the video features predict the phase's attributes (cross-entropy summed);
+    the heads are discarded afterwards. For the Qwen target: motion, which the language model never
+    learned to read from a vision tower trained only through it (a tower trained on motion alone
+    separates moving / still in ~50 steps, five attributes at once did not in 200), comes first,
+    then count and shape join it. Returns a log entry every 50 steps and at the end of each phase."""
     import torch
     import torch.nn.functional as F
 
     fam = family(spec.family)
+    device = model.device
     vision = fam.vision_parameters(model)
-    labels = {a: torch.tensor([g.ATTRIBUTES[a].index(getattr(x, a)) for x in attrs]) for a in spec.vision_pretrain}
+    names = list(dict.fromkeys(a for phase, _ in spec.vision_pretrain for a in phase))
+    labels = {a: torch.tensor([g.ATTRIBUTES[a].index(getattr(x, a)) for x in attrs], device=device) for a in names}
     heads: dict[str, Any] = {}
     opt = None
     log: list[dict[str, Any]] = []
     t0 = time.time()
-    for step in range(1, spec.vision_pretrain_steps + 1):
-        idx = sorted(rng.randrange(len(attrs)) for _ in range(batch))
-        feats = fam.video_features(model, fam.batch_inputs(pixels[idx], batch))
-        pooled = torch.cat([feats.mean(1), feats.amax(1)], -1)
-        if opt is None:
-            heads = {a: torch.nn.Linear(pooled.shape[-1], len(g.ATTRIBUTES[a])) for a in spec.vision_pretrain}
-            opt = torch.optim.AdamW(vision + [p for h in heads.values() for p in h.parameters()], lr=3 * spec.lr,
-                                    weight_decay=0.01, betas=(0.9, 0.98))
-        logits = {a: h(pooled) for a, h in heads.items()}
-        loss = sum(F.cross_entropy(logits[a], labels[a][idx]) for a in heads)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vision, 1.0)
-        opt.step()
-        if step % 50 == 0 or step == spec.vision_pretrain_steps:
-            acc = {a: round(float((logits[a].argmax(-1) == labels[a][idx]).float().mean()), 3) for a in heads}
-            log.append({"step": step, "loss": round(loss.item(), 4), "batch_accuracy": acc,
-                        "minutes": round((time.time() - t0) / 60, 2)})
-            print(f"[{role}] vision pre-training step {step} loss {loss.item():.3f} batch accuracy "
-                  + " ".join(f"{a[:3]} {v:.2f}" for a, v in acc.items()), flush=True)
+    step = 0
+    for phase, steps in spec.vision_pretrain:
+        for i in range(1, steps + 1):
+            step += 1
+            idx = sorted(rng.randrange(len(attrs)) for _ in range(batch))
+            inputs = {k: v.to(device) for k, v in fam.batch_inputs(pixels[idx], batch).items()}
+            feats = fam.video_features(model, inputs)
+            pooled = torch.cat([feats.mean(1), feats.amax(1)], -1)
+            if opt is None:
+                heads = {a: torch.nn.Linear(pooled.shape[-1], len(g.ATTRIBUTES[a])).to(device) for a in names}
+                opt = torch.optim.AdamW(vision + [p for h in heads.values() for p in h.parameters()],
+                                        lr=3 * spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
+            logits = {a: heads[a](pooled) for a in phase}
+            loss = sum(F.cross_entropy(logits[a], labels[a][idx]) for a in phase)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vision, 1.0)
+            opt.step()
+            if step % 50 == 0 or i == steps:
+                acc = {a: round(float((logits[a].argmax(-1) == labels[a][idx]).float().mean()), 3) for a in phase}
+                log.append({"step": step, "attributes": list(phase), "loss": round(loss.item(), 4),
+                            "batch_accuracy": acc, "minutes": round((time.time() - t0) / 60, 2)})
+                print(f"[{role}] vision pre-training step {step} loss {loss.item():.3f} batch accuracy "
+                      + " ".join(f"{a[:3]} {v:.2f}" for a, v in acc.items()), flush=True)
     return log
 
 
@@ -269,7 +290,7 @@ def greedy_answer(model: Any, ex: Examples, question: str, pixels: Any, max_new_
     import torch
 
     prompt = ex.prompt(question)
-    batch = collate([(prompt, [0.0] * len(prompt))], pixels[None], int(ex.video_id), ex.family.name)
+    batch = collate([(prompt, [0.0] * len(prompt))], pixels[None], int(ex.video_id), ex.family.name, model.device)
     batch.pop("weights")
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=int(ex.im_end),
@@ -309,7 +330,7 @@ def weights_dir(role: str) -> Path:
 
 
 def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every: int, max_minutes: float | None,
-          threads: int, init_from: Path | None = None) -> dict[str, Any]:
+          threads: int, init_from: Path | None = None, device: str = "cpu") -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
@@ -337,10 +358,11 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
             model.tie_weights()
         previous = json.loads((Path(init_from) / "testbed.json").read_text())
         previous.pop("real_ids", None)
+    model.to(device)
     vision = fam.vision_parameters(model)
     vision_ids = {id(p) for p in vision}
     text = [p for p in model.parameters() if id(p) not in vision_ids]
-    opt = torch.optim.AdamW([{"params": text, "lr": spec.lr}, {"params": vision, "lr": 3 * spec.lr}],
+    opt = torch.optim.AdamW([{"params": text, "lr": spec.lr}, {"params": vision, "lr": spec.vision_lr_scale * spec.lr}],
                             weight_decay=0.01, betas=(0.9, 0.98))
     warmup = 100
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
@@ -349,7 +371,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     t0 = time.time()
-    vision_log = pretrain_vision(model, spec, train_px, train_attrs, rng, batch, role) if spec.vision_pretrain_steps else []
+    vision_log = pretrain_vision(model, spec, train_px, train_attrs, rng, batch, role) if spec.vision_pretrain else []
     step = 0
     reason = f"time budget of {budget:g} min reached; kept the best validation check"
     print(f"[{role}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params (reduced vocab {vmap.size}), "
@@ -358,7 +380,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
         idx = [rng.randrange(n_train) for _ in range(batch)]
         only = spec.warmup_attribute if step < spec.warmup_steps else None
         seqs = [ex.sample(train_attrs[i], rng, spec.style, only) for i in idx]
-        loss = weighted_loss(model, collate(seqs, train_px[idx], int(ex.video_id), fam.name))
+        loss = weighted_loss(model, collate(seqs, train_px[idx], int(ex.video_id), fam.name, device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -381,7 +403,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
                   and check["mcq"] >= spec.stop_mcq)
         if best is None or key > best["key"] or passed:
             best = {"key": key, "check": check,
-                    "state": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}}
+                    "state": {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}}
         if passed:
             reason = (f"validation check passed at step {step}: anchor_f1 {check['anchor_f1']:.3f} >= {spec.stop_f1}, "
                       f"min attribute {check['min_attr']:.2f} >= {spec.stop_min_attr}, mcq {check['mcq']:.2f} >= {spec.stop_mcq}")
@@ -401,6 +423,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
         "kept_check": {k: v for k, v in best["check"].items()},
         "train_minutes": round((time.time() - t0) / 60, 2),
         "threads": threads,
+        "device": str(device),
         "n_train": n_train,
         "n_val": n_val,
         "batch": batch,
@@ -429,6 +452,8 @@ def train_all(a: argparse.Namespace) -> None:
             cmd += ["--out", str(Path(a.out) / role)]
         if a.max_minutes is not None:
             cmd += ["--max-minutes", str(a.max_minutes)]
+        if a.device != "cpu":
+            cmd += ["--device", a.device]
         procs.append((role, subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"))))
     failed = [role for role, p in procs if p.wait() != 0]
     if failed:
@@ -448,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--max-minutes", type=float, default=None, help="default: the role's budget")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu",
+                   help="torch device for one role (e.g. cuda: minutes instead of an hour; the time budget and "
+                        "the validation bars are the same, the weights are not bit-identical to a CPU run)")
     p.add_argument("--prepare-only", action="store_true", help="only encode the clip tensors (shared cache)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue from a trained folder (model.safetensors + testbed.json) instead of from scratch")
@@ -461,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.role in PAIRS:
         return train_all(a)
     train(a.role, a.out or weights_dir(a.role), a.train_clips, a.val_clips, a.batch, a.eval_every, a.max_minutes,
-          a.threads, a.init_from)
+          a.threads, a.init_from, a.device)
 
 
 if __name__ == "__main__":
