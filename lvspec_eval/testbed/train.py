@@ -84,8 +84,8 @@ ROLES: dict[str, RoleSpec] = {
     # cost on 2 CPU cores; a 96x2 model learned every attribute in minutes per testbed.md), vision 64x2
     "target": RoleSpec(hidden=256, layers=2, intermediate=512, vision_hidden=64, vision_depth=2, lr=1.5e-3,
                        style="target", stop_f1=0.97, stop_min_attr=0.92, stop_mcq=0.95, max_minutes=50, seed=1,
-                       vision_pretrain=((("motion",), 150), (("motion", "count", "shape"), 300)), warmup_attribute="motion",
-                       warmup_steps=200),
+                       vision_pretrain=((("motion",), 150), (("motion", "count", "shape"), 300)), vision_lr_scale=1.0,
+                       warmup_attribute="motion", warmup_steps=200),
     # 64x1 text / 32x1 vision: ~4x cheaper per step; stopped early (F1 >= 0.72) so it misses details
     "drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
                         style="drafter", stop_f1=0.72, stop_min_attr=0.0, stop_mcq=0.0, max_minutes=60, seed=2),
