@@ -15,7 +15,7 @@ from typing import Any, Optional
 METHODS = ("ar", "sd", "specvlm", "lvspec", "fly", "fly_plus", "random")
 #: Methods that must reproduce plain greedy decoding token for token.
 LOSSLESS_METHODS = ("ar", "sd", "specvlm")
-ANCHOR_RULES = ("rank", "quantile")
+ANCHOR_RULES = ("rank", "quantile", "target_prob")
 ANCHOR_SIDES = ("both", "draft", "target")
 RELEVANCE_REPRS = ("embedding", "hidden", "attention")
 DTYPES = ("bfloat16", "float16", "float32", "auto")

@@ -117,6 +117,18 @@ def test_hidden_representation_runs_and_lambda0_is_sd(target, draft, inputs, ar_
     assert lv.tokens == ar_runs[2].tokens
 
 
+def test_target_prob_rule_lambda0_is_sd_and_relaxed_accepts_more(target, draft, inputs, ar_runs):
+    def factory(lam):
+        return lambda prefill, session: build_anchor_finder(
+            visual=None, prompt_reps=None, top_n=10, rule="target_prob", relax_ratio=lam, side="both",
+            repr_kind="attention", embed=session.embed)
+    sd = decode(target, inputs[0], cfg(5), draft=draft, rule=StrictRule())
+    lv0 = decode(target, inputs[0], cfg(5), draft=draft, rule=LVSpecRule(0), anchor_factory=factory(0.0))
+    assert lv0.tokens == sd.tokens == ar_runs[0].tokens and lv0.provenance == sd.provenance
+    lv = decode(target, inputs[0], cfg(5), draft=draft, rule=LVSpecRule(0), anchor_factory=factory(0.999))
+    assert lv.accepted > sd.accepted and lv.accepted_loose > 0 and "f" in lv.anchor_flags
+
+
 def test_block_forward_equals_step_forward(target, inputs, ar_runs):
     inp, toks = inputs[0], ar_runs[0].tokens
     block_sess, pre = target.start(inp)

@@ -183,3 +183,37 @@ def test_build_rule_per_method():
     assert isinstance(build_rule(LVSpecArgs(method="fly")), FlyRule)
     assert isinstance(build_rule(LVSpecArgs(method="fly_plus")), FlyPlusRule)
     assert isinstance(build_rule(LVSpecArgs(method="random")), RandomRule)
+
+
+def test_target_prob_rule_flags_where_the_target_rejects_the_draft_token():
+    """anchor_rule=target_prob: a filler where p_T(d) >= (1 - lambda) p_T(t); lambda = 0 flags every
+    mismatch (LVSpec == SD); lambda = 1 flags nothing; scores are log p_T(t) - log p_T(d)."""
+    from lvspec_eval.relevance import build_anchor_finder
+
+    t = torch.tensor([3, 5, 7, 9])
+    logits = torch.full((4, V), -10.0)
+    logits[0, 3] = 0.0                       # exact position: d_1 = t_1
+    logits[1, 5], logits[1, 6] = 0.0, -0.1   # d_2 = 6 nearly as likely as t_2 (ratio 0.905)
+    logits[2, 7], logits[2, 8] = 0.0, -1.0   # d_3 = 8: ratio e^-1 = 0.368
+    logits[3, 9] = 0.0                       # bonus row
+    d = torch.tensor([3, 6, 8])
+
+    def flags(lam):
+        finder = build_anchor_finder(visual=None, prompt_reps=None, top_n=10, rule="target_prob", relax_ratio=lam,
+                                     side="both", repr_kind="attention", embed=lambda x: x)
+        return finder.round(d, t, None, logits)
+
+    anchors, scores = flags(0.7)  # filler iff ratio >= 0.3
+    assert anchors.tolist() == [False, False, False]
+    assert scores.tolist() == pytest.approx([0.0, 0.1, 1.0])
+    assert flags(0.5)[0].tolist() == [False, False, True]   # ratio 0.368 < 0.5
+    assert flags(0.05)[0].tolist() == [False, True, True]   # ratio 0.905 < 0.95
+    assert flags(0.0)[0].tolist() == [False, True, True]    # every mismatch is an anchor
+    assert flags(1.0)[0].tolist() == [False, False, False]
+    # through LVSpecRule: lambda = 0 with w = 0 is exactly strict SD
+    view = RoundView(d, t, logits, anchors=flags(0.0)[0])
+    assert torch.equal(LVSpecRule(shift_window=0).judge(view), StrictRule().judge(view))
+    assert LVSpecRule(shift_window=0).judge(RoundView(d, t, logits, anchors=flags(0.5)[0])).tolist() == [EXACT, LOOSE, REJECT]
+    with pytest.raises(RuntimeError, match="target logits"):
+        build_anchor_finder(visual=None, prompt_reps=None, top_n=10, rule="target_prob", relax_ratio=0.5, side="both",
+                            repr_kind="attention", embed=lambda x: x).round(d, t, None)

@@ -181,7 +181,7 @@ def decode(
             d = torch.tensor(draft_ids)
             if finder is not None:
                 signal = t_sess.last_video_attention if finder.repr_kind == "attention" else t_sess.last_hidden
-                anchors, scores = finder.round(d, target_ids, signal)
+                anchors, scores = finder.round(d, target_ids, signal, target_logits)
             view = RoundView(d, target_ids, target_logits, anchors=anchors, generator=generator)
             verdicts = rule.judge(view)
             n = accepted_length(verdicts)

@@ -250,7 +250,8 @@ class LVSpecBackend(lmms):
         keep = method_args.video_keep()
         pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass,
                                layer=method_args.draft_video_layer) if keep < 1.0 else None
-        anchors = rule is not None and rule.needs_anchors
+        # relevance signals only for the rules that score relevance (target_prob reads the target's logits)
+        anchors = rule is not None and rule.needs_anchors and method_args.anchor_rule != "target_prob"
         capture = method_args.relevance_layer if (anchors and method_args.relevance_repr == "hidden") else None
         probe = method_args.relevance_layer if (anchors and method_args.relevance_repr == "attention") else None
         return decode(

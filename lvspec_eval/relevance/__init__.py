@@ -16,11 +16,19 @@ A(d_i), A(t_i) or their max (`anchor_side` = draft | target | both):
 - ``rank``: per round, the ceil((1 - lambda) * K) highest-scoring positions are anchors;
 - ``quantile``: a position is an anchor if its score is >= the lambda-quantile of the scores seen
   so far in the sample (prompt text tokens plus every committed token).
-lambda = 0 makes every position an anchor under both rules (LVSpec then reduces to SD).
+- ``target_prob`` (this project's, not the paper's): no relevance score; a position is an anchor
+  unless the target gives the draft token at least (1 - lambda) of the probability of its own
+  greedy token there: p_T(d_i) >= (1 - lambda) * p_T(t_i) makes it a filler. The target, having
+  seen the video, is confident on the words the video decides and spread over paraphrases
+  elsewhere; on the testbed the cosine and attention scores find anchors with precision
+  0.01-0.42 (reports/testbed.md, section 5). Needs no visual representation, so it also applies
+  to a sample without video.
+lambda = 0 makes every mismatching position an anchor under every rule (LVSpec then reduces to SD).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -74,6 +82,19 @@ class AnchorSelector:
         threshold = torch.quantile(torch.cat(self._history), self.relax_ratio)
         return scores.cpu() >= threshold
 
+    def select_by_target_prob(self, draft_ids: torch.Tensor, target_ids: torch.Tensor,
+                              target_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`target_prob`: anchors [K] where p_T(d_i) < (1 - lambda) * p_T(t_i), and the scores
+        [K] = log p_T(t_i) - log p_T(d_i) (>= 0; 0 where the draft is the target's own token)."""
+        k = draft_ids.numel()
+        rows = target_logits[:k].float()
+        idx = torch.arange(k, device=rows.device)
+        margin = (rows[idx, target_ids[:k].to(rows.device)] - rows[idx, draft_ids.to(rows.device)]).cpu()
+        if self.relax_ratio >= 1.0:
+            return torch.zeros(k, dtype=torch.bool), margin
+        # p(d)/p(t) = exp(-margin) >= 1 - lambda  <=>  margin <= -log(1 - lambda); lambda = 0: only ties
+        return margin > -math.log1p(-self.relax_ratio), margin
+
     def observe(self, scores: torch.Tensor) -> None:
         """Add the scores of committed tokens to the sample's history (used by `quantile`)."""
         if scores.numel():
@@ -96,15 +117,20 @@ class AnchorFinder:
         self.embed = embed
 
     def round(
-        self, draft_ids: torch.Tensor, target_ids: torch.Tensor, hidden: Optional[torch.Tensor]
+        self, draft_ids: torch.Tensor, target_ids: torch.Tensor, hidden: Optional[torch.Tensor],
+        target_logits: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Anchors [K] bool and position scores [K] for one round.
 
         draft_ids: [K]; target_ids: [K+1]; hidden: [K+1, H] verify-forward hidden states at the
         relevance layer (repr_kind == "hidden"), or [K+1] the verify queries' attention share on
         the video tokens (repr_kind == "attention": no visual features; a video-free sample has
-        zero share everywhere)."""
+        zero share everywhere); target_logits: [K+1, V] (needed by ``anchor_rule=target_prob``)."""
         k = draft_ids.numel()
+        if self.selector.rule == "target_prob":
+            if target_logits is None:
+                raise RuntimeError("anchor_rule=target_prob needs the verify forward's target logits")
+            return self.selector.select_by_target_prob(draft_ids, target_ids, target_logits)
         if self.repr_kind == "attention":
             if hidden is None:  # no video in the prompt: every position is an anchor (strict)
                 return torch.ones(k, dtype=torch.bool), torch.zeros(k)
@@ -141,7 +167,7 @@ def build_anchor_finder(
 ) -> AnchorFinder:
     """visual: [Nv, H] visual representations; prompt_reps: [P, H] prompt text representations
     (seed the quantile history)."""
-    if visual is None or visual.shape[0] == 0 or repr_kind == "attention":
+    if visual is None or visual.shape[0] == 0 or repr_kind == "attention" or rule == "target_prob":
         return AnchorFinder(None, AnchorSelector(rule, relax_ratio, side), repr_kind, embed)
     scorer = RelevanceScorer(visual, top_n)
     history = scorer.score(prompt_reps) if prompt_reps is not None and prompt_reps.shape[0] else None

@@ -9,8 +9,9 @@ same clips), exact match with ``ar``, retention of ``anchor_f1``, and how well L
 flags find the grammar's true anchor tokens: precision and recall of the 'a' flags among the
 judged tokens against the tokens that spell an attribute word.
 
-The grid: ``anchor_rule`` x ``relevance_repr`` (the paper's ``embedding``, ``hidden``, and this project's
-``attention``) x lambda {0.5, 0.7, 0.9} x w {0, 1, 2, 3}, plus
+The grid: ``anchor_rule`` {rank, quantile} x ``relevance_repr`` (the paper's ``embedding``, ``hidden``,
+and this project's ``attention``) x lambda {0.5, 0.7, 0.9} x w {0, 1, 2, 3}; ``anchor_rule=target_prob``
+(no relevance representation) x lambda {0.5, 0.7, 0.9, 0.99} x w {0, 1, 2, 3}; plus
 ``sd``, ``fly``, ``fly_plus`` and ``random`` rows for reference.
 """
 
@@ -123,6 +124,10 @@ def grid() -> list[tuple[str, dict]]:
     grid_axes = (("rank", "quantile"), ("embedding", "hidden", "attention"), (0.5, 0.7, 0.9), (0, 1, 2, 3))
     for rule, rep, lam, w in itertools.product(*grid_axes):
         settings.append(("lvspec", dict(anchor_rule=rule, relevance_repr=rep, relax_ratio=lam, shift_window=w)))
+    # target_prob reads the target's logits, no relevance representation (the field is left at its default)
+    for lam, w in itertools.product((0.5, 0.7, 0.9, 0.99), (0, 1, 2, 3)):
+        settings.append(("lvspec", dict(anchor_rule="target_prob", relevance_repr="attention", relax_ratio=lam,
+                                        shift_window=w)))
     return settings
 
 
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--merge", nargs="+", type=Path, default=None,
                    help="merge the JSON outputs of shards into --out (and its .md), running nothing")
     p.add_argument("--only", default=None, help="comma-separated methods to run (default: the whole grid)")
+    p.add_argument("--anchor-rules", default=None, help="comma-separated anchor rules of the lvspec rows to run (other methods' rows are kept)")
     a = p.parse_args(argv)
     if a.merge:
         parts = [json.loads(f.read_text()) for f in a.merge]
@@ -169,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.only:
         keep = set(a.only.split(","))
         settings = [s for s in settings if s[0] in keep]
+    if a.anchor_rules:
+        rules = set(a.anchor_rules.split(","))
+        settings = [s for s in settings if s[0] != "lvspec" or s[1]["anchor_rule"] in rules]
     index, count = (int(x) for x in a.shard.split("/"))
     settings = settings[index::count]
     for i, (method, params) in enumerate(settings):
