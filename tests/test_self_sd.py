@@ -43,3 +43,23 @@ def test_self_sd_loads_one_model_and_is_lossless(family, request, clips, monkeyp
                                           seed=0)
     assert fields["exact_match_ar"] is True and text == fields["ar_text"] and fields["new_tokens"] == 20
     assert fields["draft_video_tokens"] == keep_budget(fields["video_tokens"], 0.1) < fields["video_tokens"]
+
+
+@pytest.mark.parametrize("repr_kind", ["embedding", "hidden", "attention"])
+def test_target_prob_anchor_rule_through_the_backend(repr_kind, tiny_target, tiny_draft, clips, tmp_path):
+    """anchor_rule=target_prob ignores relevance_repr (no hidden capture or attention probe is needed):
+    lambda 0 with w 0 gives ar's text; lambda 1 makes every position a filler (the threshold itself is
+    tested on hand-built logits in test_rules.py)."""
+    from lvspec_eval.lmms.qwen import LVSpecQwen
+
+    backend = LVSpecQwen(pretrained=tiny_target, draft_pretrained=tiny_draft, method="lvspec", anchor_rule="target_prob",
+                         relevance_repr=repr_kind, relax_ratio=0.0, shift_window=0, dtype="float32", device_map="cpu",
+                         num_draft_tokens=4, paired_baseline=True, stats_path=str(tmp_path / "r.jsonl"), **VIDEO_ARGS)
+    messages = [{"role": "user", "content": [{"type": "video", "url": clips[0]},
+                                             {"type": "text", "text": "Describe the video."}]}]
+    inputs, cfg = backend._prepare(messages), backend._decode_config({"max_new_tokens": 16})
+    text, fields = backend._decode_sample(inputs, cfg, seed=0)
+    assert fields["exact_match_ar"] is True and text == fields["ar_text"]
+    backend.args = backend.args.replace(relax_ratio=1.0)
+    res = backend._run(backend.args, inputs, cfg, seed=0)
+    assert set(res.anchor_flags) == {"f", "-"} and res.accepted_loose > 0

@@ -293,7 +293,9 @@ class LVSpecBackend(lmms):
 
     def _anchor_factory(self, prefill: Prefill, session: Session):
         a = self.args
-        if a.relevance_repr == "hidden":
+        if a.anchor_rule == "target_prob":  # reads the verify logits: no visual representation to prepare
+            visual = prompt = None
+        elif a.relevance_repr == "hidden":
             visual = prefill.hidden[~prefill.text_mask] if prefill.visual_features is not None else None
             prompt = prefill.hidden[prefill.text_mask]
         elif a.relevance_repr == "attention":  # scored from the verify forwards' attention, not features
