@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from lvspec_eval.report.baseline import BASELINE, CHECK_OPTIONS, LIMIT, RUNS, TASK, generate, testbed_checkpoints
+from lvspec_eval.report.baseline import BASELINE, CHECK_OPTIONS, LIMIT, RUNS, TASK, generate
+from lvspec_eval.report.baseline import testbed_checkpoints as _testbed_checkpoints  # aliased: pytest collects names starting with 'test'
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def fresh_runs(tmp_path_factory) -> list[Path]:
-    return generate(tmp_path_factory.mktemp("baseline_runs"), *testbed_checkpoints())
+    return generate(tmp_path_factory.mktemp("baseline_runs"), *_testbed_checkpoints())
 
 
 def check(runs: list[Path]) -> subprocess.CompletedProcess:
