@@ -60,6 +60,8 @@ def test_target_prob_anchor_rule_through_the_backend(repr_kind, tiny_target, tin
     inputs, cfg = backend._prepare(messages), backend._decode_config({"max_new_tokens": 16})
     text, fields = backend._decode_sample(inputs, cfg, seed=0)
     assert fields["exact_match_ar"] is True and text == fields["ar_text"]
-    backend.args = backend.args.replace(relax_ratio=1.0)
-    res = backend._run(backend.args, inputs, cfg, seed=0)
+    res = backend._run(backend.args.replace(relax_ratio=1.0), inputs, cfg, seed=0)  # the call's args rule
     assert set(res.anchor_flags) == {"f", "-"} and res.accepted_loose > 0
+    # the call's method applies too, not the rule the backend was built with
+    strict = backend._run(backend.args.replace(relax_ratio=1.0, method="sd"), inputs, cfg, seed=0)
+    assert strict.accepted_loose == 0 and backend._text(strict.tokens, ()) == fields["ar_text"]

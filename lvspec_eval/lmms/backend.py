@@ -246,7 +246,7 @@ class LVSpecBackend(lmms):
                 text = tok.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
                 return any(u and u in text for u in cfg.until)
 
-        rule = None if ar else self.rule
+        rule = None if ar else (self.rule if method_args == self.args else build_rule(method_args))  # the call's settings
         keep = method_args.video_keep()
         pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass,
                                layer=method_args.draft_video_layer) if keep < 1.0 else None
@@ -259,7 +259,7 @@ class LVSpecBackend(lmms):
             draft=None if ar else self.draft,
             pruning=pruning,
             rule=rule,
-            anchor_factory=self._anchor_factory,
+            anchor_factory=lambda prefill, session: self._anchor_factory(prefill, session, method_args),
             capture_layer=capture,
             video_attention_layer=probe,
             generator=torch.Generator().manual_seed(seed),
@@ -291,8 +291,8 @@ class LVSpecBackend(lmms):
         fields["prompt_tokens"] = prompt_tokens
         return text, fields
 
-    def _anchor_factory(self, prefill: Prefill, session: Session):
-        a = self.args
+    def _anchor_factory(self, prefill: Prefill, session: Session, a: LVSpecArgs):
+        """The per-sample anchor finder under the settings of this decode (``a``: the call's method args)."""
         if a.anchor_rule == "target_prob":  # reads the verify logits: no visual representation to prepare
             visual = prompt = None
         elif a.relevance_repr == "hidden":
