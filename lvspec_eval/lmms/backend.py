@@ -124,7 +124,6 @@ class LVSpecBackend(lmms):
                 where = collections.Counter(str(p.device) for p in adapter.model.parameters())
                 logger.info(f"lvspec: {role} placement: {placement}; parameter tensors by device: {dict(where)} "
                             "(meta: offloaded, loaded by accelerate hooks per forward)")
-        self.rule = build_rule(args)
         logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
                     f"per-sample records -> {self.stats_path.resolve()}")
 
@@ -246,7 +245,7 @@ class LVSpecBackend(lmms):
                 text = tok.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
                 return any(u and u in text for u in cfg.until)
 
-        rule = None if ar else (self.rule if method_args == self.args else build_rule(method_args))  # the call's settings
+        rule = build_rule(method_args)  # the call's settings (None for ar); a small strategy object
         keep = method_args.video_keep()
         pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass,
                                layer=method_args.draft_video_layer) if keep < 1.0 else None

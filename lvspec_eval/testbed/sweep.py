@@ -79,10 +79,7 @@ def prepare_docs(backend: Any, limit: int) -> list[tuple[dict, dict]]:
 
 
 def run_setting(backend: Any, docs: list[tuple[dict, dict]], ar: list[dict], method: str, **params: Any) -> dict:
-    from lvspec_eval.acceptance import build_rule
-
     backend.args = backend.args.replace(method=method, **params)
-    backend.rule = build_rule(backend.args)
     cfg = backend._decode_config({"max_new_tokens": MAX_NEW_TOKENS, "until": []})
     tok = backend.target.tokenizer
     rows = []
