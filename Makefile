@@ -18,27 +18,28 @@ $(STAMP): pyproject.toml
 
 # the browser test of `lvspec-report html` needs Debian's chromium + chromedriver (installed here when root)
 test: venv
+	$(BIN)/ruff check .
 	bash scripts/ensure_chromium.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: venv
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m lvspec_eval.demo
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m testbed.demo
 
 # Retrain the testbed pair from scratch (fixed seeds, stops on validation checks; <= 90 min on 2 cores)
 testbed: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m lvspec_eval.testbed.train --role all
+	HF_HUB_OFFLINE=1 $(BIN)/python -m testbed.train --role all
 
 # Retrain the LLaVA-OneVision testbed pair (same data and grammar; side by side, one thread each)
 testbed-llava: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m lvspec_eval.testbed.train --role llava_ov
+	HF_HUB_OFFLINE=1 $(BIN)/python -m testbed.train --role llava_ov
 
 # Regenerate the testbed tasks' clips and docs (deterministic; the committed folder is its output)
 testbed-task: venv
-	$(BIN)/python -m lvspec_eval.testbed.make_task
+	$(BIN)/python -m testbed.make_task
 
 # The settings sweep behind reports/testbed.md
 sweep: venv
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m lvspec_eval.testbed.sweep
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m testbed.sweep
 
 clean:
 	rm -rf $(VENV) lvspec_runs

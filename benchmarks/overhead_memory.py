@@ -8,8 +8,8 @@ Prints two tables:
    after loading the models and during decoding, with the KV-cache size computed from the config.
 
 Usage (tiny random Qwen2.5-VL models, built on first use in the cache folder):
-    .venv/bin/python benchmarks/overhead_memory.py [--samples 8] [--new-tokens 64] [--k 10]
-    .venv/bin/python benchmarks/overhead_memory.py --target PATH --draft PATH --dtype bfloat16   # real models
+    .venv/bin/python -m benchmarks.overhead_memory [--samples 8] [--new-tokens 64] [--k 10]
+    .venv/bin/python -m benchmarks.overhead_memory --target PATH --draft PATH --dtype bfloat16   # real models
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def tiny_models(cache: Path) -> tuple[str, str]:
-    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl
+    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
 
     return (str(build_tiny_qwen2_5_vl(cache / "bench_target", seed=0)),
             str(build_tiny_qwen2_5_vl(cache / "bench_draft", seed=1)))
@@ -44,7 +43,7 @@ def load(args):
 
 
 def inputs_for(target, n: int, cache: Path):
-    from lvspec_eval.testing.tiny import make_clip
+    from testbed.fixtures.tiny import make_clip
 
     out = []
     for i in range(n):
@@ -185,7 +184,7 @@ def memory(args) -> None:
 
     results = {}
     for method in ("ar", "sd"):
-        cmd = [sys.executable, __file__, "--memory-child", "--method", method, "--target", args.target, "--draft",
+        cmd = [sys.executable, "-m", "benchmarks.overhead_memory", "--memory-child", "--method", method, "--target", args.target, "--draft",
                args.draft, "--dtype", args.dtype, "--device", args.device, "--samples", str(args.samples),
                "--new-tokens", str(args.new_tokens), "--k", str(args.k), "--cache", args.cache]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)

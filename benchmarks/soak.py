@@ -6,7 +6,7 @@ Qwen2.5-VL models. Prints RSS after loading, after a warm-up chunk, after every 
 the end; a leak shows as steady growth from chunk to chunk.
 
 Usage:
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/soak.py [--samples 500] [--chunk 50] [--method lvspec]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.soak [--samples 500] [--chunk 50] [--method lvspec]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
 
     from lvspec_eval.lmms.qwen import LVSpecQwen
     from lvspec_eval.metrics.records import read_records
-    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl, default_cache_root, make_clip
+    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl, default_cache_root, make_clip
 
     cache = default_cache_root()
     target = build_tiny_qwen2_5_vl(cache / "bench_target", seed=0)

@@ -5,7 +5,7 @@ by path through the backend's adapter, float32 on this CPU. For each test clip: 
 (one `Session.extend` each, KV cache on) and K-token verify blocks; the models alternate
 clip by clip so that both see the same machine load. Prints medians in ms and c.
 
-    .venv/bin/python benchmarks/testbed_cost.py [--family qwen|llava_ov] [--clips 5] [--steps 40] [--threads 2]
+    .venv/bin/python -m benchmarks.testbed_cost [--family qwen|llava_ov] [--clips 5] [--steps 40] [--threads 2]
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
 
 
 def main() -> None:
@@ -29,8 +27,8 @@ def main() -> None:
 
     from lvspec_eval.adapters.llava_onevision import LlavaOnevisionAdapter
     from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
-    from lvspec_eval.testbed.checkpoints import checkpoint
-    from lvspec_eval.testbed.families import PAIRS
+    from testbed.checkpoints import checkpoint
+    from testbed.families import PAIRS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=5)

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Small frames keep the tests fast: 8 frames at 112x112 -> 4 temporal slices x 16 merged tokens.
-VIDEO_ARGS = dict(max_num_frames=8, min_pixels=56 * 56, max_pixels=112 * 112)
+from testbed.paths import VIDEO_ARGS  # noqa: F401  (tests import it from here)
 
 
 @pytest.fixture(scope="session")
@@ -21,21 +21,21 @@ def ckpt_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_target(ckpt_root) -> str:
-    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl
+    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
 
     return str(build_tiny_qwen2_5_vl(ckpt_root / "target", seed=0))
 
 
 @pytest.fixture(scope="session")
 def tiny_draft(ckpt_root) -> str:
-    from lvspec_eval.testing.tiny import build_tiny_qwen2_5_vl
+    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
 
     return str(build_tiny_qwen2_5_vl(ckpt_root / "draft", seed=1))
 
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> list[str]:
-    from lvspec_eval.testing.tiny import make_clip
+    from testbed.fixtures.tiny import make_clip
 
     root = tmp_path_factory.mktemp("clips")
     return [str(make_clip(root / f"clip_{i}.mp4", seed=i, frames=16)) for i in range(3)]
@@ -75,14 +75,14 @@ LLAVA_DRAFT_VOCAB = 152064
 
 @pytest.fixture(scope="session")
 def tiny_llava_target(ckpt_root) -> str:
-    from lvspec_eval.testing.tiny_llava import build_tiny_llava_onevision
+    from testbed.fixtures.tiny_llava import build_tiny_llava_onevision
 
     return str(build_tiny_llava_onevision(ckpt_root / "llava_target", seed=0))
 
 
 @pytest.fixture(scope="session")
 def tiny_llava_draft(ckpt_root) -> str:
-    from lvspec_eval.testing.tiny_llava import build_tiny_llava_onevision
+    from testbed.fixtures.tiny_llava import build_tiny_llava_onevision
 
     return str(build_tiny_llava_onevision(ckpt_root / "llava_draft", seed=1, vocab_size=LLAVA_DRAFT_VOCAB))
 

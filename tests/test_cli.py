@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lvspec_eval.metrics.records import read_records
-from lvspec_eval.testing.cli import PIXELS, TINY_TASK as TASK, copy_tiny_task, outputs, response, run_cli
+from testbed.fixtures.cli import PIXELS, TINY_TASK as TASK, copy_tiny_task, outputs, response, run_cli
 
 pytestmark = pytest.mark.slow
 

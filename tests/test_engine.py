@@ -9,7 +9,7 @@ from lvspec_eval.acceptance import LVSpecRule, StrictRule
 from lvspec_eval.config import DecodeConfig
 from lvspec_eval.engine import decode
 from lvspec_eval.relevance import build_anchor_finder
-from lvspec_eval.testing.scripted import ScriptedDrafter, expected_schedule
+from testbed.fixtures.scripted import ScriptedDrafter, expected_schedule
 
 EOS = 151645
 N_NEW = 40

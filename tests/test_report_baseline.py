@@ -1,5 +1,5 @@
 """CI's regression check: fresh runs of the real lmms-eval CLI on the testbed caption task against the
-baseline committed under reports/baseline/ (lvspec_eval.report.baseline), and a deliberately
+baseline committed under reports/baseline/ (testbed.baseline), and a deliberately
 regressed copy of those runs that must fail with a readable table."""
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lvspec_eval.report.baseline import BASELINE, CHECK_OPTIONS, LIMIT, RUNS, SPEED_CHECK_OPTIONS, TASK, generate
-from lvspec_eval.report.baseline import testbed_checkpoints as _testbed_checkpoints  # aliased: pytest collects names starting with 'test'
+from testbed.baseline import BASELINE, CHECK_OPTIONS, LIMIT, RUNS, SPEED_CHECK_OPTIONS, TASK, generate
+from testbed.baseline import testbed_checkpoints as _testbed_checkpoints  # aliased: pytest collects names starting with 'test'
 
 pytestmark = pytest.mark.slow
 

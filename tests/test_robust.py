@@ -19,7 +19,7 @@ import pytest
 from lvspec_eval.lmms.backend import cut_at_until
 from lvspec_eval.metrics.records import read_records
 from lvspec_eval.report.load import build_groups, load_inputs
-from lvspec_eval.testing.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
+from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
                                      run_cli, task_variant, without)
 
 pytestmark = pytest.mark.slow
@@ -174,7 +174,7 @@ def make_bad_videos(folder: Path, good: Path) -> None:
     import av
     from PIL import Image
 
-    from lvspec_eval.testing.tiny import _clip_frames
+    from testbed.fixtures.tiny import _clip_frames
 
     data = good.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) at the end: lost

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvspec_eval.testbed import clips
-from lvspec_eval.testbed import grammar as g
+from testbed import clips
+from testbed import grammar as g
 
-REPO = Path(__file__).resolve().parents[1]
-TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
 TRUTH = g.Attributes(count="two", colour="red", shape="circle", background="black", motion="moving")
 
 
@@ -136,7 +135,7 @@ def test_mcq_prompt_answer_and_parser():
 # -- task data ---------------------------------------------------------------------------------------
 
 def test_committed_task_docs_match_the_generator():
-    from lvspec_eval.testbed.make_task import docs
+    from testbed.make_task import docs
 
     caption_docs, mcq_docs = docs()
     for name, rows in (("caption.jsonl", caption_docs), ("mcq.jsonl", mcq_docs)):
@@ -183,9 +182,9 @@ def test_vision_pretraining_trains_the_tower_alone(family_name, phases):
 
     import torch
 
-    from lvspec_eval.testbed import train as T
-    from lvspec_eval.testbed.families import family
-    from lvspec_eval.testbed.vocab import VocabMap, reduced_ids
+    from testbed import train as T
+    from testbed.families import family
+    from testbed.vocab import VocabMap, reduced_ids
 
     fam = family(family_name)
     spec = T.RoleSpec(hidden=32, layers=1, intermediate=64, vision_hidden=32, vision_depth=1, lr=3e-3, style="target",
@@ -217,7 +216,7 @@ def test_role_spec_reads_old_and_new_records():
     or phases) give the same RoleSpec; a JSON round trip of a spec gives the spec back."""
     import dataclasses
 
-    from lvspec_eval.testbed import train as T
+    from testbed import train as T
 
     for role, spec in T.ROLES.items():
         record = json.loads(json.dumps(dataclasses.asdict(spec)))

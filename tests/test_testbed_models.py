@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lvspec_eval.testbed import clips
-from lvspec_eval.testbed import grammar as g
-from lvspec_eval.testbed.families import PAIRS
+from testbed import clips
+from testbed import grammar as g
+from testbed.families import PAIRS
 
-REPO = Path(__file__).resolve().parents[1]
-TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
 ROLES = ("target", "drafter", "llava_target", "llava_drafter")
 
 
@@ -25,21 +24,21 @@ ROLES = ("target", "drafter", "llava_target", "llava_drafter")
 
 @pytest.fixture(scope="module")
 def testbed_pair(tmp_path_factory) -> dict[str, Path]:
-    from lvspec_eval.testbed.checkpoints import checkpoint
+    from testbed.checkpoints import checkpoint
 
     cache = tmp_path_factory.mktemp("testbed_ckpt")
     return {role: checkpoint(role, cache=cache) for role in ROLES}
 
 
 def test_shipped_weights_are_small():
-    from lvspec_eval.testbed.checkpoints import weights_dir
+    from testbed.checkpoints import weights_dir
 
     total = sum(f.stat().st_size for role in ROLES for f in weights_dir(role).iterdir())
     assert total <= 40 * 2**20, total
 
 
 def test_checkpoint_materialises_once(testbed_pair, tmp_path):
-    from lvspec_eval.testbed.checkpoints import checkpoint
+    from testbed.checkpoints import checkpoint
 
     folder = testbed_pair["target"]
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
@@ -59,10 +58,10 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
     from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from lvspec_eval.testbed import train as T
-    from lvspec_eval.testbed.checkpoints import VOCAB_ROWS, weights_dir
-    from lvspec_eval.testbed.families import family, tied_embeddings
-    from lvspec_eval.testbed.vocab import VocabMap
+    from testbed import train as T
+    from testbed.checkpoints import VOCAB_ROWS, weights_dir
+    from testbed.families import family, tied_embeddings
+    from testbed.vocab import VocabMap
 
     folder = testbed_pair[role]
     info = json.loads((weights_dir(role) / "testbed.json").read_text())

@@ -1,4 +1,4 @@
-"""The offline fixtures of lvspec_eval.testing.tiny: Qwen tokenizer ids, tiny checkpoints, clips."""
+"""The offline fixtures of testbed.fixtures.tiny: Qwen tokenizer ids, tiny checkpoints, clips."""
 
 import os
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from lvspec_eval.testing.tiny import (
+from testbed.fixtures.tiny import (
     QWEN2_5_VL_CHAT_TEMPLATE,
     build_tiny_qwen2_5_vl,
     ensure_clips,
@@ -16,7 +16,7 @@ from lvspec_eval.testing.tiny import (
     qwen_tokenizer,
 )
 
-TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "lvspec_tiny"
+from testbed.paths import TINY_TASK_DIR as TASK_DIR
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_llava_onevision_tokenizer_ids_and_checkpoint_load_by_path(tmp_path):
     import torch
     from transformers import AutoProcessor, AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-    from lvspec_eval.testing.tiny_llava import LLAVA_ONEVISION_CHAT_TEMPLATE, build_tiny_llava_onevision
+    from testbed.fixtures.tiny_llava import LLAVA_ONEVISION_CHAT_TEMPLATE, build_tiny_llava_onevision
 
     tok = qwen_tokenizer(layout="llava_onevision")
     assert len(tok) == 151648 and tok("Hello world")["input_ids"] == [9707, 1879]

@@ -24,9 +24,8 @@ from lmms_eval.protocol import ChatMessages
 from lvspec_eval import __version__
 from lvspec_eval.acceptance import build_rule
 from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
-from lvspec_eval.adapters.loading import (TokenizerMismatchError, check_checkpoint, check_same_tokenizer,
-                                          default_device_map, is_map_file, load_tokenizer, resolve_device_map,
-                                          tokenizer_differences)
+from lvspec_eval.adapters.loading import (check_checkpoint, check_same_tokenizer,
+                                          default_device_map, is_map_file, load_tokenizer, resolve_device_map)
 from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import DecodeResult, decode
 from lvspec_eval.metrics.records import (RECORD_VERSION, append_record, decode_fields, paired_fields, recorded_samples,

@@ -34,8 +34,9 @@ LIBRARIES = ("lvspec-eval", "lmms-eval", "torch", "transformers", "numpy", "matp
 
 
 def git_revision(repo: Optional[Path] = None) -> dict[str, Any]:
-    """{'revision', 'dirty'} of the git checkout holding lvspec_eval (None values outside git)."""
-    repo = repo or Path(__file__).resolve().parents[2]
+    """{'revision', 'dirty'} of the git checkout holding lvspec_eval (None values outside git: an installed
+    wheel). git itself finds the checkout above the package folder."""
+    repo = repo or Path(__file__).resolve().parent
 
     def git(*args: str) -> Optional[str]:
         try:

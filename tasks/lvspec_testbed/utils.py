@@ -1,17 +1,22 @@
 """Doc hooks of the testbed tasks ``lvspec_testbed_caption`` and ``lvspec_testbed_mcq``.
 
-The answer grammar, the parser and the scoring live in ``lvspec_eval.testbed.grammar``
-(pure Python). Video paths resolve relative to this file, so the folder can be copied anywhere.
+The answer grammar, the parser and the scoring live in the checkout's ``testbed/grammar.py``
+(pure Python), two folders up from this file: the task ships with the testbed, not with the installed
+package, so its folder stays inside the checkout. Video paths resolve relative to this file.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-from lvspec_eval.testbed.grammar import ATTRIBUTES, parse_mcq, score_caption
-
 TASK_DIR = Path(__file__).resolve().parent
+_CHECKOUT = str(TASK_DIR.parent.parent)  # lmms-eval imports this file by path: make `testbed` importable
+if _CHECKOUT not in sys.path:
+    sys.path.insert(0, _CHECKOUT)
+
+from testbed.grammar import ATTRIBUTES, parse_mcq, score_caption  # noqa: E402
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list[str]:

@@ -3,12 +3,12 @@
 Regenerate it (one command, about 3 minutes on a 2-core CPU; commit the file with the change
 that moved it and say why):
 
-    python -m lvspec_eval.report.baseline --out reports/baseline/testbed_cpu.json
+    python -m testbed.baseline --out reports/baseline/testbed_cpu.json
 
 Check fresh runs against it (tests/test_report_baseline.py does the same under `make test`, without
 the speed check):
 
-    python -m lvspec_eval.report.baseline --check reports/baseline/testbed_cpu.json [--speed]
+    python -m testbed.baseline --check reports/baseline/testbed_cpu.json [--speed]
 
 Both run the real lmms-eval CLI once per entry of RUNS on the first LIMIT clips of the testbed's
 caption task (`tasks/lvspec_testbed`) with the trained testbed pair (float32, CPU, default
@@ -30,10 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[2]
-BASELINE = REPO / "reports" / "baseline" / "testbed_cpu.json"
+from testbed.paths import BASELINE, REPO, TESTBED_TASK_DIR as TASK_DIR
+
 TASK = "lvspec_testbed_caption"
-TASK_DIR = REPO / "tasks" / "lvspec_testbed"
 LIMIT = 8  # clips of the caption task per run
 TARGET = "./testbed/target"
 DRAFT = "./testbed/drafter"
@@ -60,7 +59,7 @@ SPEED_CHECK_OPTIONS = ("--max-speedup-drop", "50%")
 
 def generate(out: Path, target_ckpt: str, draft_ckpt: str) -> list[Path]:
     """Run every entry of RUNS under `out`; returns the folders to give to lvspec-report."""
-    from lvspec_eval.runs import run_lmms
+    from testbed.runs import run_lmms
 
     out = Path(out).resolve()
     models = out / "testbed"
@@ -79,7 +78,7 @@ def generate(out: Path, target_ckpt: str, draft_ckpt: str) -> list[Path]:
 
 def testbed_checkpoints() -> tuple[str, str]:
     """The trained testbed target and drafter, materialised once into the cache (as `make demo`)."""
-    from lvspec_eval.testbed.checkpoints import checkpoint
+    from testbed.checkpoints import checkpoint
 
     return str(checkpoint("target")), str(checkpoint("drafter"))
 

@@ -1,7 +1,7 @@
 """How well the testbed target and drafter see: both models with `ar` on both test tasks, through
 the lmms-eval CLI, per-attribute scores from lmms-eval's results files.
 
-    python -m lvspec_eval.testbed.quality [--family qwen|llava_ov] [--limit N] [--out reports/testbed_quality]
+    python -m testbed.quality [--family qwen|llava_ov] [--limit N] [--out reports/testbed_quality]
                                           [--score-only]   # re-read the last runs, run nothing
 """
 
@@ -12,10 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from lvspec_eval.testbed import grammar as g
+from testbed import grammar as g
 
-REPO = Path(__file__).resolve().parents[2]
-TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR
 CAPTION, MCQ = "lvspec_testbed_caption", "lvspec_testbed_mcq"
 
 
@@ -31,15 +30,15 @@ def scores(out: Path, task: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     from tabulate import tabulate
 
-    from lvspec_eval.runs import run_lmms
-    from lvspec_eval.testbed.checkpoints import checkpoint
-    from lvspec_eval.testbed.families import PAIRS
+    from testbed.runs import run_lmms
+    from testbed.checkpoints import checkpoint
+    from testbed.families import PAIRS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     p.add_argument("--score-only", action="store_true", help="tabulate the newest existing runs, run nothing")
-    p.add_argument("--out", type=Path, default=REPO / "reports" / "testbed_quality")
+    p.add_argument("--out", type=Path, default=REPORTS / "testbed_quality")
     a = p.parse_args(argv)
     out = a.out.resolve()
     pair = PAIRS[a.family]
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     headers = ["model", "anchor_f1"] + [f"attr {x}" for x in g.ATTRIBUTES] + ["MCQ accuracy"]
     table = tabulate(rows, headers=headers, tablefmt="github", floatfmt=".3f")
-    cmd = "python -m lvspec_eval.testbed.quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m testbed.quality " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / f"quality{'' if a.family == 'qwen' else '_' + a.family}.md").write_text(
         f"Command: `{cmd.strip()}` (method ar, float32, CPU, --model {pair.model})\n\n{table}\n")
     print(table)

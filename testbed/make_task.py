@@ -1,6 +1,6 @@
 """Write the testbed tasks' data: test-split clips (mp4) and the doc files of both tasks.
 
-    python -m lvspec_eval.testbed.make_task [--n 200] [--out tasks/lvspec_testbed]
+    python -m testbed.make_task [--n 200] [--out tasks/lvspec_testbed]
 
 Deterministic: the same ``--n`` always gives the same docs and the same frames (the committed
 folder was made with the defaults). Docs:
@@ -20,11 +20,10 @@ import random
 import sys
 from pathlib import Path
 
-from lvspec_eval.testbed import clips
-from lvspec_eval.testbed import grammar as g
+from testbed import clips
+from testbed import grammar as g
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "tasks" / "lvspec_testbed"
+from testbed.paths import TESTBED_TASK_DIR as DEFAULT_OUT
 DEFAULT_N = 200
 
 

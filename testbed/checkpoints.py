@@ -1,6 +1,6 @@
 """The trained testbed pairs as ordinary HF checkpoint folders, materialised on first use.
 
-Git stores each model compactly (``lvspec_eval/testbed/weights/<role>/``: reduced-vocabulary
+Git stores each model compactly (``testbed/weights/<role>/``: reduced-vocabulary
 float32 safetensors + ``testbed.json`` with the architecture and the real ids of its rows).
 Roles: ``target`` / ``drafter`` (Qwen2.5-VL) and ``llava_target`` / ``llava_drafter``
 (LLaVA-OneVision). :func:`checkpoint` expands a role to its full vocabulary (Qwen2.5-VL: 151,936
@@ -11,7 +11,7 @@ folder (config, weights, processor, tokenizer, chat template) under
 later calls return the folder at once. The folder loads by path like any hub checkpoint; the
 backend has no special case for it.
 
-    python -m lvspec_eval.testbed.checkpoints      # prints the folders (materialising them)
+    python -m testbed.checkpoints      # prints the folders (materialising them)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def checkpoint(role: str, source: Path | None = None, cache: Path | None = None)
     ``source`` is a folder with ``model.safetensors`` + ``testbed.json`` (default: the shipped
     weights); ``cache`` the parent of the materialised folders.
     """
-    from lvspec_eval.testbed.train import cache_root
+    from testbed.train import cache_root
 
     if role not in ROLES:
         raise ValueError(f"unknown testbed role {role!r}; use one of {ROLES}")
@@ -51,7 +51,7 @@ def checkpoint(role: str, source: Path | None = None, cache: Path | None = None)
     if not (source / "model.safetensors").is_file() or not (source / "testbed.json").is_file():
         raise FileNotFoundError(
             f"{source} holds no trained testbed {role} (model.safetensors + testbed.json); "
-            "retrain with `make testbed` (python -m lvspec_eval.testbed.train --role all) or, for the "
+            "retrain with `make testbed` (python -m testbed.train --role all) or, for the "
             "LLaVA-OneVision pair, `make testbed-llava` (--role llava_ov)"
         )
     root = Path(cache) if cache is not None else cache_root() / "checkpoints"
@@ -65,9 +65,9 @@ def _materialise(source: Path, out: Path) -> Path:
     import torch
     from safetensors.torch import load_file
 
-    from lvspec_eval.testbed.families import family, tied_embeddings
-    from lvspec_eval.testbed.train import RoleSpec
-    from lvspec_eval.testbed.vocab import VocabMap, expand_embedding
+    from testbed.families import family, tied_embeddings
+    from testbed.train import RoleSpec
+    from testbed.vocab import VocabMap, expand_embedding
 
     info = json.loads((source / "testbed.json").read_text())
     spec = RoleSpec.from_record(info["spec"])

@@ -12,7 +12,7 @@ import itertools
 import random
 from typing import TYPE_CHECKING, Any
 
-from lvspec_eval.testbed import grammar as g
+from testbed import grammar as g
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -35,9 +35,9 @@ def all_texts() -> list[str]:
 
 
 def reduced_ids(tokenizer: Any, fam: Any = None) -> list[int]:
-    """Sorted real ids the testbed needs: chat scaffolding of ``fam`` (a :class:`~lvspec_eval.testbed.
+    """Sorted real ids the testbed needs: chat scaffolding of ``fam`` (a :class:`~testbed.
     families.Family`, default Qwen2.5-VL), vision tokens, prompts, answers, EOS."""
-    from lvspec_eval.testbed.families import QwenFamily
+    from testbed.families import QwenFamily
 
     fam = fam or QwenFamily()
     ids: set[int] = set()

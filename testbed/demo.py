@@ -4,7 +4,7 @@ Runs both testbed tasks (`lvspec_testbed_caption`, `lvspec_testbed_mcq`; the fir
 test clips each by default, `--limit 0` for all) with `ar`, `sd`, `lvspec`, `fly` and `random`
 through the real lmms-eval CLI (`--model
 lvspec_qwen`), with the trained tiny Qwen2.5-VL target and drafter (materialised from the
-compact weights in `lvspec_eval/testbed/weights/` into the cache folder on first use), then
+compact weights in `testbed/weights/` into the cache folder on first use), then
 prints one table per task from `lvspec-report`'s summary: tau, acceptance rate, decode speedup
 over `ar`, exact match with `ar`, task score and retention. Speedups come from
 `paired_baseline=true`: every sample is also decoded with `ar` in the same process, so each
@@ -14,7 +14,7 @@ With `--family llava_ov` the same runs use the trained tiny LLaVA-OneVision pair
 lvspec_llava_ov`, `make testbed-llava`). A method written `METHOD@self` runs Self-SD: the target
 drafts for itself from a pruned video (`draft_pretrained=self`); its rows read "METHOD (Self-SD)".
 
-Usage: python -m lvspec_eval.demo [--methods ar,sd,lvspec,fly,random] [--tasks caption,mcq]
+Usage: python -m testbed.demo [--methods ar,sd,lvspec,fly,random] [--tasks caption,mcq]
                                   [--family qwen|llava_ov] [--limit N] [--out reports/demo]
                                   [--model-args k=v,...]
 """
@@ -27,11 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-from lvspec_eval.runs import count_lines, run_lmms
-from lvspec_eval.testbed.families import PAIRS
+from testbed.runs import count_lines, run_lmms
+from testbed.families import PAIRS
 
-REPO = Path(__file__).resolve().parents[1]
-TASK_DIR = REPO / "tasks" / "lvspec_testbed"
+from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR
 TASKS = {"caption": "lvspec_testbed_caption", "mcq": "lvspec_testbed_mcq"}
 COLUMNS = [("method", "method"), ("tau_mean", "tau"), ("tau_excl_mean", "tau_excl"),
            ("acceptance_rate", "acceptance"), ("acceptance_loose", "loose"), ("speedup_decode", "decode speedup"),
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     p.add_argument("--limit", type=int, default=60,
                    help="samples per task (default 60, about 12 minutes on 2 cores; 0: all 200, about 45 minutes)")
-    p.add_argument("--out", default=str(REPO / "reports" / "demo"))
+    p.add_argument("--out", default=str(REPORTS / "demo"))
     p.add_argument("--model-args", default="", help="extra model args for every run, e.g. num_draft_tokens=8")
     a = p.parse_args(argv)
     out = Path(a.out).resolve()
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         methods.insert(0, "ar")  # retention and exact match pair with the ar run
     t_start = time.time()
     print("[demo] materialising the testbed checkpoints (once, into the cache folder) ...", flush=True)
-    from lvspec_eval.testbed.checkpoints import checkpoint
+    from testbed.checkpoints import checkpoint
 
     model, target_role, draft_role, described = PAIRS[a.family]
     target, draft = str(checkpoint(target_role)), str(checkpoint(draft_role))
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{os.cpu_count()} cores; {minutes:.1f} min in all. Speedup: summed ar decode time / summed method "
             f"decode time, ar decoded side by side in the same process (paired_baseline=true). tau counts "
             f"correction/bonus tokens; retention = method score / ar score. Definitions: docs/report.md.")
-    cmd = "python -m lvspec_eval.demo " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m testbed.demo " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "summary.md").write_text(f"# make demo\n\nCommand: `{cmd.strip()}`\n\n{note}\n\n" + "\n".join(sections))
     print(f"\n{note}\nFiles: {out} (summary.md, records/, lmms/, logs/)", flush=True)
 

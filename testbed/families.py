@@ -100,7 +100,7 @@ class QwenFamily(Family):
     full_vocab = 151936
 
     def tokenizer(self) -> Any:
-        from lvspec_eval.testing.tiny import QWEN2_5_VL_CHAT_TEMPLATE, qwen_tokenizer
+        from testbed.fixtures.tiny import QWEN2_5_VL_CHAT_TEMPLATE, qwen_tokenizer
 
         tok = qwen_tokenizer()
         tok.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
@@ -147,12 +147,12 @@ class QwenFamily(Family):
         return torch.stack(list(out.pooler_output))
 
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
-        from lvspec_eval.testing.tiny import QWEN_VISION_IDS
+        from testbed.fixtures.tiny import QWEN_VISION_IDS
 
         return dict(QWEN_VISION_IDS, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
 
     def config(self, spec: Any, vocab_size: int, token_ids: dict[str, int] | None) -> Any:
-        from lvspec_eval.testing.tiny import tiny_qwen2_5_vl_config
+        from testbed.fixtures.tiny import tiny_qwen2_5_vl_config
 
         return tiny_qwen2_5_vl_config(hidden=spec.hidden, layers=spec.layers, vision_hidden=spec.vision_hidden,
                                       vision_depth=spec.vision_depth, vocab_size=vocab_size, init_std=0.02,
@@ -164,7 +164,7 @@ class QwenFamily(Family):
         return Qwen2_5_VLForConditionalGeneration
 
     def save(self, model: Any, out: Any, meta: dict[str, Any]) -> Any:
-        from lvspec_eval.testing.tiny import save_qwen2_5_vl_checkpoint
+        from testbed.fixtures.tiny import save_qwen2_5_vl_checkpoint
 
         return save_qwen2_5_vl_checkpoint(model, out, meta)
 
@@ -179,8 +179,8 @@ class LlavaOnevisionFamily(Family):
     cache_prefix = "llava_onevision-"
 
     def tokenizer(self) -> Any:
-        from lvspec_eval.testing.tiny import qwen_tokenizer
-        from lvspec_eval.testing.tiny_llava import LLAVA_ONEVISION_CHAT_TEMPLATE
+        from testbed.fixtures.tiny import qwen_tokenizer
+        from testbed.fixtures.tiny_llava import LLAVA_ONEVISION_CHAT_TEMPLATE
 
         tok = qwen_tokenizer(layout="llava_onevision")
         tok.chat_template = LLAVA_ONEVISION_CHAT_TEMPLATE
@@ -216,13 +216,13 @@ class LlavaOnevisionFamily(Family):
         return out.reshape(pixels.shape[0], -1, out.shape[-1])
 
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
-        from lvspec_eval.testing.tiny_llava import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
+        from testbed.fixtures.tiny_llava import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
 
         return {"image_token_id": IMAGE_TOKEN_ID, "video_token_id": VIDEO_TOKEN_ID, "bos_token_id": 151643,
                 "eos_token_id": 151645, "pad_token_id": 151643}
 
     def config(self, spec: Any, vocab_size: int, token_ids: dict[str, int] | None) -> Any:
-        from lvspec_eval.testing.tiny_llava import tiny_llava_onevision_config
+        from testbed.fixtures.tiny_llava import tiny_llava_onevision_config
 
         return tiny_llava_onevision_config(hidden=spec.hidden, layers=spec.layers, vision_hidden=spec.vision_hidden,
                                            vision_layers=spec.vision_depth, image_size=IMAGE_SIZE,
@@ -237,8 +237,8 @@ class LlavaOnevisionFamily(Family):
     def save(self, model: Any, out: Any, meta: dict[str, Any]) -> Any:
         from transformers import GenerationConfig
 
-        from lvspec_eval.testing.tiny import save_checkpoint
-        from lvspec_eval.testing.tiny_llava import tiny_llava_onevision_processor
+        from testbed.fixtures.tiny import save_checkpoint
+        from testbed.fixtures.tiny_llava import tiny_llava_onevision_processor
 
         model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
                                                    do_sample=False)

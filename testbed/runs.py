@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from testbed.paths import VIDEO_MODEL_ARGS
+
 #: Video settings of the offline tasks: 8 frames of 112x112 -> 64 video tokens.
-VIDEO_ARGS = "max_num_frames=8,min_pixels=3136,max_pixels=12544"
 
 
 def count_lines(path: Path) -> int:
@@ -37,7 +38,7 @@ def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path,
     # survive beside this one and be read back as if it were this run's
     shutil.rmtree(out / "lmms" / name, ignore_errors=True)
     model_args = (f"pretrained={target},draft_pretrained={draft},method={method},dtype=float32,device_map=cpu,"
-                  f"{VIDEO_ARGS},paired_baseline={'false' if method == 'ar' else 'true'},stats_path={stats}"
+                  f"{VIDEO_MODEL_ARGS},paired_baseline={'false' if method == 'ar' else 'true'},stats_path={stats}"
                   + (f",{extra_args}" if extra_args else ""))
     cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device", "cpu",
            "--include_path", str(task_dir), "--tasks", task, "--batch_size", "1",

@@ -1,7 +1,7 @@
 """Train the testbed's tiny target or drafter (Qwen2.5-VL or LLaVA-OneVision) from scratch (CPU).
 
-    python -m lvspec_eval.testbed.train --role target     # or drafter; `--role all` (`make testbed`): both
-    python -m lvspec_eval.testbed.train --role llava_ov   # the LLaVA-OneVision pair (`make testbed-llava`)
+    python -m testbed.train --role target     # or drafter; `--role all` (`make testbed`): both
+    python -m testbed.train --role llava_ov   # the LLaVA-OneVision pair (`make testbed-llava`)
 
 Data: seeded clips (``clips.py``) rendered, H.264 round-tripped (the pixels evaluation sees) and
 turned into ``pixel_values_videos`` by the family's real video processor, cached once in
@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lvspec_eval.testbed import clips
-from lvspec_eval.testbed import grammar as g
-from lvspec_eval.testbed.families import family, tied_embeddings
+from testbed import clips
+from testbed import grammar as g
+from testbed.families import family, tied_embeddings
 
 DATA_FORMAT = 2  # bump when clips.render changes
 ANCHOR_WEIGHT = 3.0
@@ -105,7 +105,7 @@ PAIRS: dict[str, tuple[str, ...]] = {"all": ("target", "drafter"), "llava_ov": (
 
 
 def cache_root() -> Path:
-    from lvspec_eval.testing.tiny import default_cache_root
+    from testbed.fixtures.tiny import default_cache_root
 
     return default_cache_root() / "testbed"
 
@@ -125,7 +125,6 @@ def _encode_clips(seeds: list[int], fam: Any) -> Any:
 
 def clip_tensor_file(split: str, n: int, family_name: str = "qwen2_5_vl") -> Path:
     """The video tensors of the first ``n`` clips of ``split`` as a cached float16 memmap (built once)."""
-    import numpy as np
 
     fam = family(family_name)
     path = cache_root() / f"data-v{DATA_FORMAT}" / f"{fam.cache_prefix}{split}-{n}.f16"
@@ -334,7 +333,7 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
     import torch
     from safetensors.torch import save_file
 
-    from lvspec_eval.testbed.vocab import VocabMap, reduced_ids
+    from testbed.vocab import VocabMap, reduced_ids
 
     spec = ROLES[role]
     fam = family(spec.family)
@@ -445,7 +444,7 @@ def train_all(a: argparse.Namespace) -> None:
     procs = []
     roles = PAIRS[a.role]
     for role in roles:
-        cmd = [sys.executable, "-m", "lvspec_eval.testbed.train", "--role", role, "--train-clips", str(a.train_clips),
+        cmd = [sys.executable, "-m", "testbed.train", "--role", role, "--train-clips", str(a.train_clips),
                "--val-clips", str(a.val_clips), "--batch", str(a.batch), "--eval-every", str(a.eval_every),
                "--threads", "1"]
         if a.out is not None:
@@ -466,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--role", choices=sorted(ROLES) + sorted(PAIRS), required=True,
                    help="a role, or a pair ('all': the Qwen2.5-VL pair, 'llava_ov': the LLaVA-OneVision pair): "
                         "encode the clips once, then train both roles side by side (one thread each)")
-    p.add_argument("--out", type=Path, default=None, help="default: lvspec_eval/testbed/weights/<role>")
+    p.add_argument("--out", type=Path, default=None, help="default: testbed/weights/<role>")
     p.add_argument("--train-clips", type=int, default=4000)
     p.add_argument("--val-clips", type=int, default=64)
     p.add_argument("--batch", type=int, default=16)

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from lvspec_eval.testbed.grammar import Attributes, sample_attributes
+from testbed.grammar import Attributes, sample_attributes
 
 FRAMES = 8
 SIZE = 112
@@ -70,7 +70,8 @@ def render(seed: int, frames: int = FRAMES, size: int = SIZE) -> tuple[Any, Attr
     attrs = clip_attributes(seed)
     rng = random.Random(f"geom-{seed}")
     r = RADIUS * size
-    jitter = lambda rgb: tuple(int(min(255, max(0, c + rng.randint(-15, 15)))) for c in rgb)
+    def jitter(rgb):
+        return tuple(int(min(255, max(0, c + rng.randint(-15, 15)))) for c in rgb)
     fg = np.array(jitter(COLOUR_RGB[attrs.colour]), dtype=np.uint8)
     bg = np.array(jitter(BACKGROUND_RGB[attrs.background]), dtype=np.uint8)
     n = 2 if attrs.count == "two" else 1
@@ -95,7 +96,7 @@ def render(seed: int, frames: int = FRAMES, size: int = SIZE) -> tuple[Any, Attr
 
 def write_clip(path: Path, seed: int) -> Path:
     """Write clip ``seed`` as an H.264 mp4 (atomic; readable by decord)."""
-    from lvspec_eval.testing.tiny import write_mp4
+    from testbed.fixtures.tiny import write_mp4
 
     frames, _ = render(seed)
     return write_mp4(path, frames, fps=FPS)
@@ -108,7 +109,7 @@ def roundtrip(frames: Any) -> Any:
     import av
     import numpy as np
 
-    from lvspec_eval.testing.tiny import encode_mp4
+    from testbed.fixtures.tiny import encode_mp4
 
     buf = io.BytesIO()
     encode_mp4(frames, buf, fps=FPS)

@@ -1,6 +1,6 @@
 """Settings sweep on the testbed caption task, in one process (models loaded once).
 
-    python -m lvspec_eval.testbed.sweep [--limit 60] [--out reports/testbed_sweep.json]
+    python -m testbed.sweep [--limit 60] [--out reports/testbed_sweep.json]
 
 For every setting it decodes the same test clips through the backend's own code path (the
 ``lvspec_qwen`` backend object, its input preparation, rules and anchor finder; only the lmms-eval
@@ -26,11 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lvspec_eval.testbed import grammar as g
+from testbed import grammar as g
 
-REPO = Path(__file__).resolve().parents[2]
-TASK_DIR = REPO / "tasks" / "lvspec_testbed"
-VIDEO_ARGS = dict(max_num_frames=8, min_pixels=3136, max_pixels=12544)
+from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR, VIDEO_ARGS
 MAX_NEW_TOKENS = 96
 
 
@@ -131,11 +129,11 @@ def grid() -> list[tuple[str, dict]]:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from lvspec_eval.testbed.checkpoints import checkpoint
+    from testbed.checkpoints import checkpoint
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=60, help="test clips per setting")
-    p.add_argument("--out", type=Path, default=REPO / "reports" / "testbed_sweep.json")
+    p.add_argument("--out", type=Path, default=REPORTS / "testbed_sweep.json")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", default=None, help="target checkpoint (default: the testbed target)")
     p.add_argument("--draft", default=None, help="drafter checkpoint (default: the testbed drafter)")
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             {k: r[k] for k in ("anchor_rule", "relevance_repr", "relax_ratio", "shift_window") if k in r},
             sort_keys=True)), 1e9))
         meta = dict(parts[0]["meta"], minutes=max(pt["meta"]["minutes"] for pt in parts),
-                    command=(f"{len(parts)} processes, python -m lvspec_eval.testbed.sweep "
+                    command=(f"{len(parts)} processes, python -m testbed.sweep "
                              f"--limit {parts[0]['meta']['clips']} --threads {parts[0]['meta']['threads']} --shard i/{len(parts)} --out shard_i.json, then "
                              f"--merge shard_*.json --out {a.out}"), processes=len(parts))
         a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
@@ -185,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"clips": a.limit, "max_new_tokens": MAX_NEW_TOKENS, "threads": a.threads,
             "ar_anchor_f1": statistics.fmean(r["f1"] for r in ar), "minutes": round((time.time() - t0) / 60, 1),
-            "command": "python -m lvspec_eval.testbed.sweep " + " ".join(argv or sys.argv[1:])}
+            "command": "python -m testbed.sweep " + " ".join(argv or sys.argv[1:])}
     a.out.write_text(json.dumps({"meta": meta, "rows": results}, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(results, meta))
     print(f"wrote {a.out} and {a.out.with_suffix('.md')}")

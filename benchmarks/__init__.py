@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print tables (run from the checkout: `python -m benchmarks.NAME`)."""
