@@ -3,8 +3,8 @@
 import pytest
 
 from lvspec_eval.config import ArgsError, LVSpecArgs
-from lvspec_eval.lmms.backend import (LVSpecBackend, TokenizerMismatchError, check_same_tokenizer, cut_at_until,
-                                     default_stats_path, sample_seed, tokenizer_differences)
+from lvspec_eval.adapters.loading import TokenizerMismatchError, check_same_tokenizer, tokenizer_differences
+from lvspec_eval.lmms.backend import LVSpecBackend, cut_at_until, default_stats_path, sample_seed
 
 
 class _Tok:
