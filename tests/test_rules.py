@@ -187,8 +187,10 @@ def test_fly_plus_entropy_gate():
     flat = RoundView(torch.tensor([7]), torch.tensor([0, 1]), torch.zeros(2, FV))
     assert codes(FlyPlusRule(0.3).judge(flat)) == [REJECT]
     assert codes(FlyPlusRule(0.3, entropy_norm="top_k").judge(flat)) == [LOOSE]
-    # k = 1 of a flat row: 0.01 ln 100 = 0.046 < 0.3
-    assert codes(FlyPlusRule(0.3, entropy_top_k=1, entropy_norm="top_k").judge(flat)) == [REJECT]
+    # other k on the flat row: k = 1 gives 0.01 ln 100 = 0.046 < 0.3; k = 100 gives ln 100 = 4.605
+    assert codes(FlyPlusRule(0.3, entropy_top_k=1).judge(flat)) == [REJECT]
+    assert codes(FlyPlusRule(0.3, entropy_top_k=100).judge(flat)) == [LOOSE]
+    assert codes(FlyPlusRule(4.7, entropy_top_k=100).judge(flat)) == [REJECT]
 
 
 def test_fly_gate_is_off_at_or_below_one_hundredth():
