@@ -86,7 +86,7 @@ class LVSpecArgs:
     draft_video_keep: Optional[float] = None
     # as zju-jiyicheng/SpecVLM's code by default (docs/baselines.md)
     draft_video_mass: float = 0.4  # stage I: attention-mass share covered by top-attention tokens
-    draft_video_layer: Optional[int] = None  # None: mean over every target decoder layer; an index: that layer only
+    draft_video_layer: Optional[int] = None  # None (or "all"): mean over every target decoder layer; an index: that one
     draft_video_fill: str = "linspace"  # stage II: linspace over the rest in prompt order; dither: spatial, per frame
 
     # ---- parsing -------------------------------------------------------------------------
@@ -103,6 +103,8 @@ class LVSpecArgs:
             raise ArgsError(
                 f"unknown model arg(s) {', '.join(unknown)}; valid model args are: {', '.join(valid)}"
             )
+        if str(kwargs.get("draft_video_layer", "")).strip().lower() == "all":  # spelled out: every layer
+            kwargs = {**kwargs, "draft_video_layer": None}
         hints = typing.get_type_hints(cls)
         values = {name: _coerce(name, value, hints[name]) for name, value in kwargs.items()}
         args = cls(**values)
@@ -168,7 +170,7 @@ class LVSpecArgs:
         params = {k: getattr(self, k) for k in keys}
         if self.video_keep() < 1.0 or self.method == "specvlm":
             params.update(draft_video_keep=self.video_keep(), draft_video_mass=self.draft_video_mass,
-                          draft_video_layer="all" if self.draft_video_layer is None else self.draft_video_layer,
+                          draft_video_layer=self.draft_video_layer,
                           draft_video_fill=self.draft_video_fill)
         return params
 

@@ -76,12 +76,14 @@ def test_draft_video_keep_defaults_per_method():
     assert LVSpecArgs(method="specvlm", draft_video_keep=1.0).video_keep() == 1.0
     assert LVSpecArgs(method="ar", draft_video_keep=0.2).video_keep() == 1.0  # ar drafts nothing
     assert LVSpecArgs(method="specvlm").rule_params() == {
-        "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": "all",
+        "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": None,
         "draft_video_fill": "linspace"}
     assert LVSpecArgs.from_kwargs(method="specvlm", draft_video_layer=-1, draft_video_fill="dither").rule_params() == {
         "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": -1,
         "draft_video_fill": "dither"}
     assert LVSpecArgs.from_kwargs(draft_video_layer="none").draft_video_layer is None
+    assert LVSpecArgs.from_kwargs(draft_video_layer="all").draft_video_layer is None
+    assert LVSpecArgs.from_kwargs(draft_video_layer=" ALL ").draft_video_layer is None
     assert "draft_video_keep" in LVSpecArgs(method="lvspec", draft_video_keep=0.3).rule_params()
     assert "draft_video_keep" not in LVSpecArgs(method="lvspec").rule_params()
 
