@@ -20,6 +20,12 @@ ANCHOR_SIDES = ("both", "draft", "target")
 RELEVANCE_REPRS = ("embedding", "hidden", "attention")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+#: FLy's window rule: `amd` as AMD-AGI/FLy's code; `in_block` this project's earlier reading (docs/baselines.md).
+FLY_WINDOW_RULES = ("amd", "in_block")
+#: FLy's entropy: `full` softmax probabilities of the top-k (AMD-AGI/FLy's code); `top_k` renormalised over them.
+FLY_ENTROPY_NORMS = ("full", "top_k")
+#: SpecVLM stage II: `linspace` as zju-jiyicheng/SpecVLM's code; `dither` this project's spatial fill.
+VIDEO_FILLS = ("linspace", "dither")
 
 #: Paper defaults (arXiv 2604.05650): Qwen2.5-VL-32B target drafted by the 7B sibling.
 DEFAULT_TARGET = "Qwen/Qwen2.5-VL-32B-Instruct"
@@ -55,8 +61,12 @@ class LVSpecArgs:
     # testbed (reports/testbed.md); embedding / hidden are the paper's cosine relevance
     relevance_repr: str = "attention"
     relevance_layer: int = -1  # decoder layer for relevance_repr=hidden|attention (negative counts from the end)
-    fly_window: int = 6  # W
-    fly_entropy: float = 0.3  # nats, entropy of the target's renormalised top-3
+    # FLy as AMD-AGI/FLy's code computes it (docs/baselines.md); the `in_block` / `top_k` values are options
+    fly_window: int = 6  # W: a mismatch plus W-1 exact draft tokens after it
+    fly_window_rule: str = "amd"  # amd: the mismatch may not lie in the block's last W positions; in_block: it may
+    fly_entropy: float = 0.3  # nats; the target's top-k entropy must reach it (<= 0.01 turns the gate off)
+    fly_entropy_top_k: int = 3  # k of that entropy
+    fly_entropy_norm: str = "full"  # full: top-k probabilities of the full softmax; top_k: renormalised over the top-k
     random_accept: float = 0.75  # p of the `random` control
     max_num_frames: int = 32
     fps: Optional[float] = None
@@ -74,8 +84,10 @@ class LVSpecArgs:
     # SpecVLM pruning of the drafter's video; None: DEFAULT_DRAFT_VIDEO_KEEP for `specvlm` and Self-SD,
     # 1.0 (no pruning) otherwise; < 1 prunes for any drafting method (e.g. `lvspec`)
     draft_video_keep: Optional[float] = None
-    draft_video_mass: float = 0.5  # stage I: attention-mass share covered by top-attention tokens
-    draft_video_layer: int = -1  # target decoder layer whose prefill attention ranks video tokens
+    # as zju-jiyicheng/SpecVLM's code by default (docs/baselines.md)
+    draft_video_mass: float = 0.4  # stage I: attention-mass share covered by top-attention tokens
+    draft_video_layer: Optional[int] = None  # None (or "all"): mean over every target decoder layer; an index: that one
+    draft_video_fill: str = "linspace"  # stage II: linspace over the rest in prompt order; dither: spatial, per frame
 
     # ---- parsing -------------------------------------------------------------------------
     @classmethod
@@ -91,6 +103,8 @@ class LVSpecArgs:
             raise ArgsError(
                 f"unknown model arg(s) {', '.join(unknown)}; valid model args are: {', '.join(valid)}"
             )
+        if str(kwargs.get("draft_video_layer", "")).strip().lower() == "all":  # spelled out: every layer
+            kwargs = {**kwargs, "draft_video_layer": None}
         hints = typing.get_type_hints(cls)
         values = {name: _coerce(name, value, hints[name]) for name, value in kwargs.items()}
         args = cls(**values)
@@ -110,7 +124,10 @@ class LVSpecArgs:
         _bounded("top_n", self.top_n, 1, 1 << 30)
         _bounded("shift_window", self.shift_window, 0, 256)
         _bounded("fly_window", self.fly_window, 1, 256)
+        _choice("fly_window_rule", self.fly_window_rule, FLY_WINDOW_RULES)
         _bounded("fly_entropy", self.fly_entropy, 0.0, 10.0)
+        _bounded("fly_entropy_top_k", self.fly_entropy_top_k, 1, 1 << 30)
+        _choice("fly_entropy_norm", self.fly_entropy_norm, FLY_ENTROPY_NORMS)
         _bounded("random_accept", self.random_accept, 0.0, 1.0)
         _bounded("max_num_frames", self.max_num_frames, 2, 1 << 20)
         _bounded("min_pixels", self.min_pixels, 1, 1 << 40)
@@ -122,6 +139,7 @@ class LVSpecArgs:
             raise ArgsError(f"draft_video_keep={self.draft_video_keep} is out of range; it must lie in (0, 1] "
                             "(the share of video tokens the drafter keeps; 1 = no pruning)")
         _bounded("draft_video_mass", self.draft_video_mass, 0.0, 1.0)
+        _choice("draft_video_fill", self.draft_video_fill, VIDEO_FILLS)
         if not self.pretrained:
             raise ArgsError("pretrained is empty: give a hub name or a local checkpoint folder")
         if self.method != "ar" and not self.draft_pretrained:
@@ -144,14 +162,16 @@ class LVSpecArgs:
             "specvlm": ("num_draft_tokens",),
             "lvspec": ("num_draft_tokens", "relax_ratio", "top_n", "shift_window", "anchor_rule",
                        "anchor_side", "relevance_repr", "relevance_layer"),
-            "fly": ("num_draft_tokens", "fly_window", "fly_entropy"),
-            "fly_plus": ("num_draft_tokens", "fly_entropy"),
+            "fly": ("num_draft_tokens", "fly_window", "fly_window_rule", "fly_entropy", "fly_entropy_top_k",
+                    "fly_entropy_norm"),
+            "fly_plus": ("num_draft_tokens", "fly_entropy", "fly_entropy_top_k", "fly_entropy_norm"),
             "random": ("num_draft_tokens", "random_accept", "seed"),
         }[self.method]
         params = {k: getattr(self, k) for k in keys}
         if self.video_keep() < 1.0 or self.method == "specvlm":
             params.update(draft_video_keep=self.video_keep(), draft_video_mass=self.draft_video_mass,
-                          draft_video_layer=self.draft_video_layer)
+                          draft_video_layer=self.draft_video_layer,
+                          draft_video_fill=self.draft_video_fill)
         return params
 
     def replace(self, **changes: Any) -> "LVSpecArgs":

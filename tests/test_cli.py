@@ -130,6 +130,6 @@ def test_llava_ov_specvlm_run_is_lossless_with_a_pruned_padded_drafter(tmp_path,
     for r in records:
         assert not r.get("error") and r["method"] == "specvlm"
         assert r["exact_match_ar"] is True and r["text"] == r["ar_text"]
-        assert r["video_tokens"] == 129 and r["draft_video_tokens"] == 13
-        assert r["params"] == {"num_draft_tokens": 4, "draft_video_keep": 0.1, "draft_video_mass": 0.5,
-                               "draft_video_layer": -1}
+        assert r["video_tokens"] == 129 and r["draft_video_tokens"] == 12  # floor(0.1 * 129)
+        assert r["params"] == {"num_draft_tokens": 4, "draft_video_keep": 0.1, "draft_video_mass": 0.4,
+                               "draft_video_layer": None, "draft_video_fill": "linspace"}

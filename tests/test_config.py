@@ -12,7 +12,10 @@ def test_defaults_follow_the_paper():
     a = LVSpecArgs()
     assert (a.pretrained, a.draft_pretrained) == ("Qwen/Qwen2.5-VL-32B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct")
     assert (a.num_draft_tokens, a.relax_ratio, a.top_n, a.shift_window) == (10, 0.7, 10, 2)
-    assert (a.fly_window, a.fly_entropy) == (6, 0.3)
+    # baselines as their authors' code computes them (docs/baselines.md)
+    assert (a.fly_window, a.fly_window_rule, a.fly_entropy, a.fly_entropy_top_k, a.fly_entropy_norm) == (
+        6, "amd", 0.3, 3, "full")
+    assert (a.draft_video_mass, a.draft_video_layer, a.draft_video_fill) == (0.4, None, "linspace")
     # chosen on the testbed (reports/testbed.md): the paper's cosine relevance stays selectable
     assert (a.anchor_rule, a.relevance_repr, a.relevance_layer) == ("rank", "attention", -1)
 
@@ -42,6 +45,11 @@ def test_coercion_from_cli_strings():
     ({"draft_video_keep": 0}, r"draft_video_keep=0.* \(0, 1\]"),
     ({"draft_video_keep": 1.5}, "draft_video_keep"),
     ({"draft_video_mass": -0.1}, "draft_video_mass"),
+    ({"draft_video_fill": "random"}, r"draft_video_fill='random' is not valid; choose one of: linspace, dither"),
+    ({"fly_window_rule": "vllm"}, r"fly_window_rule='vllm' is not valid; choose one of: amd, in_block"),
+    ({"fly_entropy_norm": "log2"}, r"fly_entropy_norm='log2' is not valid; choose one of: full, top_k"),
+    ({"fly_entropy_top_k": 0}, "fly_entropy_top_k"),
+    ({"draft_video_layer": "last"}, "draft_video_layer"),
 ])
 def test_bad_values_name_the_problem(kwargs, needle):
     with pytest.raises(ArgsError, match=needle):
@@ -50,6 +58,11 @@ def test_bad_values_name_the_problem(kwargs, needle):
 
 def test_rule_params_are_the_method_settings():
     assert LVSpecArgs(method="sd").rule_params() == {"num_draft_tokens": 10}
+    assert LVSpecArgs(method="fly").rule_params() == {
+        "num_draft_tokens": 10, "fly_window": 6, "fly_window_rule": "amd", "fly_entropy": 0.3, "fly_entropy_top_k": 3,
+        "fly_entropy_norm": "full"}
+    assert LVSpecArgs(method="fly_plus").rule_params() == {
+        "num_draft_tokens": 10, "fly_entropy": 0.3, "fly_entropy_top_k": 3, "fly_entropy_norm": "full"}
     assert set(LVSpecArgs(method="lvspec").rule_params()) >= {"relax_ratio", "top_n", "shift_window", "anchor_rule", "anchor_side"}
 
 
@@ -63,7 +76,14 @@ def test_draft_video_keep_defaults_per_method():
     assert LVSpecArgs(method="specvlm", draft_video_keep=1.0).video_keep() == 1.0
     assert LVSpecArgs(method="ar", draft_video_keep=0.2).video_keep() == 1.0  # ar drafts nothing
     assert LVSpecArgs(method="specvlm").rule_params() == {
-        "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.5, "draft_video_layer": -1}
+        "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": None,
+        "draft_video_fill": "linspace"}
+    assert LVSpecArgs.from_kwargs(method="specvlm", draft_video_layer=-1, draft_video_fill="dither").rule_params() == {
+        "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": -1,
+        "draft_video_fill": "dither"}
+    assert LVSpecArgs.from_kwargs(draft_video_layer="none").draft_video_layer is None
+    assert LVSpecArgs.from_kwargs(draft_video_layer="all").draft_video_layer is None
+    assert LVSpecArgs.from_kwargs(draft_video_layer=" ALL ").draft_video_layer is None
     assert "draft_video_keep" in LVSpecArgs(method="lvspec", draft_video_keep=0.3).rule_params()
     assert "draft_video_keep" not in LVSpecArgs(method="lvspec").rule_params()
 

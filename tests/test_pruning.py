@@ -2,6 +2,8 @@
 against eager attention weights, pruned prefill at the original positions, `specvlm` == `ar`,
 Self-SD, vocabulary padding and tokenizer refusal, for both families."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -9,10 +11,14 @@ from lvspec_eval.acceptance import LVSpecRule, StrictRule
 from lvspec_eval.adapters.loading import TokenizerMismatchError, check_same_tokenizer
 from lvspec_eval.config import DecodeConfig
 from lvspec_eval.engine import decode
+from lvspec_eval.config import VIDEO_FILLS
 from lvspec_eval.pruning import (
+    ALL_LAYERS,
+    FILLS,
     VIDEO_KEEP_KEY,
     VideoPruning,
     bayer_rank,
+    fill_linspace,
     keep_budget,
     select_video_tokens,
     stage_one,
@@ -34,28 +40,42 @@ def grid(frames, rows, cols):
 
 
 # -- selection (pure tensors) -------------------------------------------------------------------
-@pytest.mark.parametrize("n,keep,expected", [(100, 0.1, 10), (129, 0.1, 13), (5, 0.1, 1), (64, 1.0, 64), (7, 0.5, 4),
-                                             (1, 0.01, 1)])
+# SpecVLM's code (zju-jiyicheng/SpecVLM @ 4fcd84e, utils/utils.py drop_visual_tokens_specvlm; docs/baselines.md):
+# B = int(Nv * keep); stage I: tokens by decreasing score until their sum reaches mass * total (the
+# one reaching it included), at most B; stage II: available[linspace(0, m - 1, B - n1)] over the
+# m remaining tokens in prompt order. Expected values below are worked out by hand from that.
+@pytest.mark.parametrize("n,keep,expected", [(100, 0.1, 10), (129, 0.1, 12), (19, 0.1, 1), (5, 0.1, 1), (64, 1.0, 64),
+                                             (7, 0.5, 3), (1, 0.01, 1), (100, 0.29, 29), (30, 0.1, 3)])
 def test_keep_budget(n, keep, expected):
-    assert keep_budget(n, keep) == expected
+    assert keep_budget(n, keep) == expected  # floor(keep * Nv), at least 1
 
 
+@pytest.mark.parametrize("fill", VIDEO_FILLS)
 @pytest.mark.parametrize("keep", [0.01, 0.1, 0.25, 0.5, 0.9, 1.0])
 @pytest.mark.parametrize("mass", [0.0, 0.3, 0.5, 0.9, 1.0])
-def test_selection_keeps_exactly_the_budget(keep, mass):
+def test_selection_keeps_exactly_the_budget(keep, mass, fill):
     gen = torch.Generator().manual_seed(int(keep * 100 + mass * 10))
     coords = grid(6, 5, 7)  # 210 tokens, non-power-of-two grid
     att = torch.rand(coords.shape[0], generator=gen) ** 4
-    kept = select_video_tokens(att, coords, keep, mass)
+    kept = select_video_tokens(att, coords, keep, mass, fill)
     assert kept.numel() == keep_budget(210, keep)
     assert kept.unique().numel() == kept.numel() and kept.tolist() == sorted(kept.tolist())
     assert 0 <= int(kept.min()) and int(kept.max()) < 210
 
 
+def test_fills_are_the_configs_choices():
+    assert tuple(FILLS) == VIDEO_FILLS
+    with pytest.raises(ValueError, match="video fill"):
+        VideoPruning(keep=0.1, fill="random")
+    with pytest.raises(ValueError, match="layer"):
+        VideoPruning(keep=0.1, layer="last")
+
+
 def test_stage_one_keeps_the_highest_attention_tokens_until_the_mass():
-    att = torch.tensor([0.01, 0.40, 0.02, 0.25, 0.02, 0.20, 0.05, 0.05])  # sums to 1.0
-    assert stage_one(att, budget=8, mass=0.40).tolist() == [1]
-    assert stage_one(att, budget=8, mass=0.60).tolist() == [1, 3]  # 0.65 >= 0.6 after two
+    att = torch.tensor([1.0, 40, 2, 25, 2, 20, 5, 5])  # sums to 100
+    assert stage_one(att, budget=8, mass=0.40).tolist() == [1]  # 40 >= 40: the token reaching it counts
+    assert stage_one(att, budget=8, mass=0.41).tolist() == [1, 3]  # 40 < 41 <= 65
+    assert stage_one(att, budget=8, mass=0.65).tolist() == [1, 3]
     assert stage_one(att, budget=8, mass=0.85).tolist() == [1, 3, 5]
     assert stage_one(att, budget=2, mass=0.85).tolist() == [1, 3]  # capped by the budget
     assert stage_one(att, budget=8, mass=0.0).tolist() == []
@@ -64,14 +84,45 @@ def test_stage_one_keeps_the_highest_attention_tokens_until_the_mass():
     assert top.tolist() == sorted(torch.topk(att, 4).indices.tolist())
 
 
+def test_fill_linspace_by_hand():
+    coords = grid(5, 2, 2)  # 20 tokens
+    # without 3 and 7 the 18 available tokens are 0 1 2 4 5 6 8 9 ... 19;
+    # linspace(0, 17, 4) = 0, 5.67, 11.33, 17 -> 0 5 11 17 -> tokens 0 6 13 19
+    assert fill_linspace(coords, torch.tensor([3, 7]), 4).tolist() == [0, 6, 13, 19]
+    assert fill_linspace(coords, torch.tensor([3, 7]), 1).tolist() == [0]
+    assert fill_linspace(coords, torch.tensor([3, 7]), 0).tolist() == []
+    assert fill_linspace(coords, torch.zeros(0, dtype=torch.long), 20).tolist() == list(range(20))
+
+
+def test_specvlm_selection_by_hand():
+    """Nv = 20, keep 0.25: B = 5. Scores: token 7 = 30, token 3 = 20, the 18 others 2.5 (total 95).
+    Stage I (mass 0.4 -> 38): 30 < 38, 30 + 20 = 50 >= 38 -> tokens 7, 3. Stage II, 3 picks over the
+    18 others: linspace(0, 17, 3) = 0, 8.5, 17 -> 0 8 17 -> tokens 0, 10, 19."""
+    coords = grid(5, 2, 2)
+    att = torch.full((20,), 2.5)
+    att[7], att[3] = 30.0, 20.0
+    assert select_video_tokens(att, coords, keep=0.25, mass=0.4).tolist() == [0, 3, 7, 10, 19]
+    # the defaults of VideoPruning are SpecVLM's (mass 0.4, every layer, linspace fill)
+    pruning = VideoPruning(keep=0.25)
+    assert (pruning.mass, pruning.layer, pruning.fill) == (0.4, ALL_LAYERS, "linspace")
+    prefill = SimpleNamespace(video_coords=coords, video_attention=att)
+    assert pruning.draft_inputs({"x": 1}, prefill)[VIDEO_KEEP_KEY].tolist() == [0, 3, 7, 10, 19]
+    # mass 0: stage I is empty, linspace over all 20 (SpecVLM's uniform pruning):
+    # linspace(0, 19, 5) = 0, 4.75, 9.5, 14.25, 19 -> 0 4 9 14 19
+    assert select_video_tokens(att, coords, keep=0.25, mass=0.0).tolist() == [0, 4, 9, 14, 19]
+    # mass 0.6 -> 57: 30, 50, then the 2.5s in prompt order (stable ties): 52.5, 55, 57.5 -> 5 tokens
+    assert select_video_tokens(att, coords, keep=0.25, mass=0.6).tolist() == [0, 1, 2, 3, 7]
+
+
 def test_highest_attention_tokens_survive_on_a_real_grid():
     coords = grid(8, 4, 4)
     att = torch.full((128,), 1e-3)
     hot = [5, 40, 77, 100, 126]
     att[hot] = torch.tensor([0.3, 0.25, 0.2, 0.15, 0.1])
-    kept = select_video_tokens(att, coords, keep=0.1, mass=0.5).tolist()
-    assert len(kept) == 13
-    assert {5, 40} <= set(kept)  # 0.3 + 0.25 covers half of the mass (total ~0.1 + 1.0)
+    for fill in VIDEO_FILLS:
+        kept = select_video_tokens(att, coords, keep=0.1, mass=0.5, fill=fill).tolist()
+        assert len(kept) == 12
+        assert {5, 40} <= set(kept)  # 0.3 + 0.25 covers half of the mass (total ~0.1 + 1.0)
 
 
 def test_bayer_rank_is_the_ordered_dither_matrix():
@@ -84,7 +135,7 @@ def test_bayer_rank_is_the_ordered_dither_matrix():
 
 def test_stage_two_is_spatially_uniform():
     coords = grid(3, 4, 4)  # 3 frames of 4x4
-    picks = stage_two(coords, torch.zeros(0, dtype=torch.long), 12)
+    picks = stage_two(coords, torch.zeros(0, dtype=torch.long), 12, fill="dither")
     chosen = coords[picks]
     for f in range(3):  # 4 a frame, one in each 2x2 quadrant
         frame = chosen[chosen[:, 0] == f]
@@ -92,7 +143,7 @@ def test_stage_two_is_spatially_uniform():
         assert sorted(((frame[:, 1] // 2) * 2 + frame[:, 2] // 2).tolist()) == [0, 1, 2, 3]
     # excluded (stage I) tokens are never picked again, and counts per frame differ by at most one
     exclude = torch.tensor([0, 1, 2, 3])
-    picks = stage_two(coords, exclude, 7)
+    picks = stage_two(coords, exclude, 7, fill="dither")
     assert not set(picks.tolist()) & set(exclude.tolist())
     per_frame = torch.bincount(coords[picks][:, 0], minlength=3)
     assert int(per_frame.max() - per_frame.min()) <= 1
@@ -112,19 +163,24 @@ def _eager_twin(adapter):
                                  if hasattr(adapter, "min_pixels") else {}))
 
 
-@pytest.mark.parametrize("layer", [0, -1])
+@pytest.mark.parametrize("layer", [0, -1, ALL_LAYERS])
 def test_attention_probe_matches_eager_attention_weights(target, inputs, layer):
     """The probe (any attention backend; here sdpa) == eager attention weights of that layer,
-    mean over heads and over the prompt rows after the video."""
+    mean over heads and over the prompt rows after the video; ALL_LAYERS (SpecVLM's ranking) ==
+    the mean of that over every decoder layer."""
     inp = inputs[0]
     _, pre = target.start(inp, attention_layer=layer)
     eager = _eager_twin(target)
     with torch.inference_mode():
         out = eager.model(**inp, output_attentions=True, use_cache=False,
                           **({"position_ids": _full_positions(eager, inp)} if hasattr(eager, "min_pixels") else {}))
-    att = out.attentions[layer][0]  # [heads, S, S]
     video_rows = (inp["input_ids"][0] == _video_token_id(target)).nonzero().view(-1)
-    ref = att[:, int(video_rows.max()) + 1:, :][:, :, video_rows].mean(dim=(0, 1))
+    layers = range(len(out.attentions)) if layer == ALL_LAYERS else [layer]
+    per_layer = [out.attentions[i][0][:, int(video_rows.max()) + 1:, :][:, :, video_rows].mean(dim=(0, 1))
+                 for i in layers]  # each [Nvid] from eager weights [heads, S, S]
+    ref = torch.stack(per_layer).mean(0)
+    if layer == ALL_LAYERS:
+        assert len(per_layer) > 1 and not torch.allclose(per_layer[0], per_layer[-1])
     assert pre.video_attention.shape == ref.shape
     assert torch.allclose(pre.video_attention, ref, atol=1e-5), (pre.video_attention - ref).abs().max()
     assert len(set(pre.video_attention.topk(5).indices.tolist())) == 5 and float(ref.std()) > 0
@@ -177,7 +233,7 @@ def test_pruned_prefill_keeps_the_original_positions(target, inputs):
 
 
 def test_specvlm_is_lossless_and_prunes(target, draft, inputs, ar_runs):
-    pruning = VideoPruning(keep=0.1, mass=0.5, layer=-1)
+    pruning = VideoPruning(keep=0.1)  # SpecVLM's own: attention of every layer, mass 0.4, linspace fill
     for inp, ar in zip(inputs, ar_runs):
         r = decode(target, inp, cfg(), draft=draft, rule=StrictRule(), pruning=pruning)
         assert r.tokens == ar.tokens
@@ -203,8 +259,8 @@ def test_lvspec_with_pruning_lambda0_equals_sd_with_pruning(target, draft, input
 
 def test_self_sd_drafts_with_the_targets_weights_and_a_pruned_video(target, inputs, ar_runs):
     """Self-SD: the target adapter is its own drafter (one set of weights), the drafter session
-    has its own cache over the pruned prompt; output == ar."""
-    pruning = VideoPruning(keep=0.1, mass=0.5, layer=-1)
+    has its own cache over the pruned prompt; output == ar (with this project's pruning options)."""
+    pruning = VideoPruning(keep=0.1, mass=0.5, layer=-1, fill="dither")
     sessions = []
     original_start = type(target).start
 

@@ -7,7 +7,7 @@ import torch
 
 from lvspec_eval.acceptance import (
     EXACT, LOOSE, REJECT, SHIFT, FlyPlusRule, FlyRule, LVSpecRule, RandomRule, RoundView, StrictRule,
-    accepted_length, build_rule, rank_anchor_count, shift_hits, top3_entropy,
+    accepted_length, build_rule, fly_window_ok, rank_anchor_count, shift_hits, top_k_entropy,
 )
 from lvspec_eval.config import LVSpecArgs
 from lvspec_eval.relevance import AnchorSelector, RelevanceScorer
@@ -126,40 +126,153 @@ def test_relevance_scorer_top_n_mean():
     assert RelevanceScorer(visual, top_n=100).top_n == 3  # clamped to the visual token count
 
 
-def test_top3_entropy():
-    peaked = logits_for([3], confident={0})
-    flat = logits_for([3])
-    assert top3_entropy(peaked).item() < 0.01
-    assert top3_entropy(flat).item() == pytest.approx(math.log(3), abs=0.01)
+# -- FLy as AMD-AGI/FLy's code computes it (fly/models/FLy.py @ 6667ae8; docs/baselines.md) ----------
+# Expected numbers below are worked out by hand from FLy's formula, H = -sum_{top-k} p ln p with p
+# from the softmax over the WHOLE vocabulary (not renormalised), natural log; a mismatch at i is
+# loose iff H(i) >= 0.3, the W-1 draft tokens after i are exact, and i <= K - W - 1.
+FV = 100  # vocabulary of the hand-built FLy rows
+
+
+def prob_row(top: list[float], first: int) -> torch.Tensor:
+    """[FV] logits = ln p of a distribution whose most likely tokens are first, first+1, ... with
+    probabilities `top`; the rest of the mass is spread evenly over the other FV - len(top) tokens."""
+    rest = (1.0 - sum(top)) / (FV - len(top))
+    p = torch.full((FV,), rest, dtype=torch.float64)
+    for j, q in enumerate(top):
+        p[(first + j) % FV] = q
+    return p.log().float()
+
+
+UNSURE = [0.9, 0.05, 0.04]  # H = 0.9 ln(1/0.9) + 0.05 ln 20 + 0.04 ln 25 = 0.09482 + 0.14979 + 0.12876 = 0.37337
+SURE = [0.95, 0.03, 0.02]   # H = 0.04873 + 0.10520 + 0.07824 = 0.23217 < 0.3
+
+
+def fly_view(draft: list[int], target: list[int], rows: dict[int, list[float]] | None = None) -> RoundView:
+    """A round whose target logits put UNSURE (or rows[i]) on target[i] and its two successors."""
+    rows = rows or {}
+    logits = torch.stack([prob_row(rows.get(i, UNSURE), t) for i, t in enumerate(target)])
+    return RoundView(torch.tensor(draft), torch.tensor(target), logits)
+
+
+def test_top_k_entropy_is_flys_full_softmax_formula():
+    # p = (0.6, 0.25, 0.1, 0.05): top-3 of the full softmax, not renormalised, nats:
+    # 0.6 ln(1/0.6) + 0.25 ln 4 + 0.1 ln 10 = 0.306495 + 0.346574 + 0.230259 = 0.883328
+    row = torch.tensor([0.6, 0.25, 0.1, 0.05]).log().view(1, -1)
+    assert top_k_entropy(row).item() == pytest.approx(0.883328, abs=1e-5)
+    assert top_k_entropy(row + 7.0).item() == pytest.approx(0.883328, abs=1e-5)  # logits, not probabilities
+    assert top_k_entropy(row, k=2).item() == pytest.approx(0.306495 + 0.346574, abs=1e-5)
+    # renormalised over the top-3 (this project's option): q = p / 0.95 = (0.631579, 0.263158, 0.105263)
+    # 0.631579 * 0.459532 + 0.263158 * 1.335001 + 0.105263 * 2.251292 = 0.878525
+    assert top_k_entropy(row, renormalise=True).item() == pytest.approx(0.878525, abs=1e-5)
+    # 100 equal tokens: FLy's entropy is 3 * 0.01 * ln 100 = 0.138155 (low: FLy reads it as sure),
+    # renormalised it is ln 3 = 1.098612
+    flat = torch.zeros(1, FV)
+    assert top_k_entropy(flat).item() == pytest.approx(0.138155, abs=1e-5)
+    assert top_k_entropy(flat, renormalise=True).item() == pytest.approx(1.098612, abs=1e-5)
+    # the hand-built rows of the rule tests
+    assert top_k_entropy(prob_row(UNSURE, 5).view(1, -1)).item() == pytest.approx(0.373366, abs=1e-5)
+    assert top_k_entropy(prob_row(SURE, 5).view(1, -1)).item() == pytest.approx(0.232166, abs=1e-5)
+    # masked (-inf) logits contribute nothing
+    masked = torch.tensor([[0.0, 0.0, float("-inf"), float("-inf")]])
+    assert top_k_entropy(masked).item() == pytest.approx(math.log(2), abs=1e-6)
 
 
 def test_fly_plus_entropy_gate():
-    # mismatch at 1 where the target is unsure -> loose; mismatch at 2 where confident -> reject
-    v = view([1, 9, 9, 4], [1, 2, 3, 4, 5], confident={2})
+    # a mismatch is loose where H >= 0.3 (0.373) and rejected where H < 0.3 (0.232)
+    v = fly_view([1, 9, 9, 4], [1, 2, 3, 4, 5], rows={2: SURE})
     assert codes(FlyPlusRule(0.3).judge(v))[:3] == [EXACT, LOOSE, REJECT]
+    assert codes(FlyPlusRule(0.2).judge(v))[:3] == [EXACT, LOOSE, LOOSE]
+    assert codes(FlyPlusRule(0.4).judge(v))[:3] == [EXACT, REJECT, REJECT]
+    # a flat target: FLy's entropy 0.138 < 0.3 rejects; renormalised (ln 3) accepts
+    flat = RoundView(torch.tensor([7]), torch.tensor([0, 1]), torch.zeros(2, FV))
+    assert codes(FlyPlusRule(0.3).judge(flat)) == [REJECT]
+    assert codes(FlyPlusRule(0.3, entropy_norm="top_k").judge(flat)) == [LOOSE]
+    # other k on the flat row: k = 1 gives 0.01 ln 100 = 0.046 < 0.3; k = 100 gives ln 100 = 4.605
+    assert codes(FlyPlusRule(0.3, entropy_top_k=1).judge(flat)) == [REJECT]
+    assert codes(FlyPlusRule(0.3, entropy_top_k=100).judge(flat)) == [LOOSE]
+    assert codes(FlyPlusRule(4.7, entropy_top_k=100).judge(flat)) == [REJECT]
 
 
-def test_fly_window_requires_future_matches():
-    # W = 3: a mismatch at i is accepted if d_{i+1}, d_{i+2} match and entropy is high
-    t = [1, 2, 3, 4, 5, 6, 7]
-    good = view([1, 9, 3, 4, 5, 6], t)
-    assert codes(FlyRule(window=3).judge(good))[:2] == [EXACT, LOOSE]
-    bad = view([1, 9, 3, 8, 5, 6], t)  # d_3 mismatches inside the window of position 1
-    assert codes(FlyRule(window=3).judge(bad))[1] == REJECT
+def test_fly_gate_is_off_at_or_below_one_hundredth():
+    """AMD's code keeps the threshold only if it is > 0.01; a peaked target (H ~ 3e-7) then passes."""
+    peaked = torch.full((2, FV), 0.0)
+    peaked[:, 0] = 20.0  # p(top) = e^20 / (e^20 + 99): H = 2.8e-7
+    v = RoundView(torch.tensor([7]), torch.tensor([0, 0]), peaked)
+    assert top_k_entropy(peaked[:1]).item() < 1e-5
+    assert codes(FlyPlusRule(0.005).judge(v)) == [LOOSE]
+    assert codes(FlyPlusRule(0.0).judge(v)) == [LOOSE]
+    assert codes(FlyPlusRule(0.02).judge(v)) == [REJECT]
 
 
-def test_fly_window_near_block_end_is_rejected():
-    t = [1, 2, 3, 4, 5, 6, 7]
-    # mismatch at position 4 (0-based) of K=6: only one draft token follows; W-1 = 2 needed
-    v = view([1, 2, 3, 4, 9, 6], t)
-    out = FlyRule(window=3).judge(v)
-    assert codes(out)[4] == REJECT
-    assert accepted_length(out) == 4
-    # at position 3, exactly W-1 = 2 tokens follow and both match -> accepted
-    v2 = view([1, 2, 3, 9, 5, 6], t)
-    assert codes(FlyRule(window=3).judge(v2))[3] == LOOSE
-    # W = 1: no future requirement, FLy == FLy+
-    assert torch.equal(FlyRule(window=1).judge(v), FlyPlusRule().judge(v))
+T10 = list(range(1, 12))  # target t_1..t_11 of a K = 10 round
+
+
+def with_mismatch(*positions: int, k: int = 10) -> list[int]:
+    """Draft = target except at `positions` (0-based)."""
+    return [90 if i in positions else T10[i] for i in range(k)]
+
+
+def test_fly_window_hand_table_k10_w6():
+    """K = 10, W = 6 (FLy's win_len): a mismatch at i needs d_{i+1..i+5} exact and i <= K-W-1 = 3."""
+    fly = FlyRule(window=6)
+    # i = 3: d_4..d_8 exact; d_9 (position 9) mismatches but lies outside the window -> loose
+    out = fly.judge(fly_view(with_mismatch(3, 9), T10))
+    assert codes(out) == [EXACT] * 3 + [LOOSE] + [EXACT] * 5 + [REJECT]
+    assert accepted_length(out) == 9
+    # i = 4: five exact tokens follow, but 4 is among the block's last W positions -> rejected
+    out = fly.judge(fly_view(with_mismatch(4), T10))
+    assert codes(out)[4] == REJECT and accepted_length(out) == 4
+    # ... which this project's `in_block` rule accepts (its last position is K - W = 4)
+    assert codes(FlyRule(window=6, window_rule="in_block").judge(fly_view(with_mismatch(4), T10)))[4] == LOOSE
+    assert codes(FlyRule(window=6, window_rule="in_block").judge(fly_view(with_mismatch(5), T10)))[5] == REJECT
+    # i = 0 with a second mismatch at 2 inside its window -> rejected (the window needs EXACT tokens,
+    # even though the second mismatch is itself unsure)
+    out = fly.judge(fly_view(with_mismatch(0, 2), T10))
+    assert codes(out)[0] == REJECT and accepted_length(out) == 0
+    # i = 1 passes the window, but the target is sure there (H = 0.232 < 0.3) -> rejected
+    out = fly.judge(fly_view(with_mismatch(1), T10, rows={1: SURE}))
+    assert codes(out)[:2] == [EXACT, REJECT]
+    # gate off (threshold <= 0.01): the window alone decides
+    assert codes(FlyRule(window=6, entropy_threshold=0.0).judge(fly_view(with_mismatch(1), T10, rows={1: SURE})))[1] == LOOSE
+
+
+def test_fly_window_short_blocks():
+    """K <= W: AMD's FLy accepts nothing loosely; K = W + 1: only position 0 can be loose."""
+    for k in (3, 5, 6):
+        out = FlyRule(window=6).judge(fly_view(with_mismatch(0, k=k), T10[: k + 1]))
+        assert codes(out)[0] == REJECT
+    out = FlyRule(window=6).judge(fly_view(with_mismatch(0, 6, k=7), T10[:8]))
+    assert codes(out) == [LOOSE] + [EXACT] * 5 + [REJECT]
+    # in_block with K = W = 6: position 0 has its five exact tokens inside the block -> loose
+    assert codes(FlyRule(window=6, window_rule="in_block").judge(fly_view(with_mismatch(0, k=6), T10[:7])))[0] == LOOSE
+
+
+def test_fly_window_ok_matches_the_rule_stated_position_by_position():
+    """fly_window_ok against the rule written out per position (plain Python), all 2^8 patterns."""
+    k = 8
+    for bits in range(1 << k):
+        exact = [bool(bits >> i & 1) for i in range(k)]
+        for w in (1, 2, 3, 6, 8):
+            amd = [i <= k - w - 1 and all(exact[i + 1 : i + w]) for i in range(k)]
+            in_block = [i <= k - w and all(exact[i + 1 : i + w]) for i in range(k)]
+            assert fly_window_ok(torch.tensor(exact), w, "amd").tolist() == amd
+            assert fly_window_ok(torch.tensor(exact), w, "in_block").tolist() == in_block
+
+
+def test_fly_window_one_is_fly_plus_except_the_last_position():
+    v = fly_view(with_mismatch(2, 9), T10)
+    assert codes(FlyRule(window=1).judge(v))[2] == LOOSE  # no following token needed
+    assert codes(FlyRule(window=1).judge(v))[9] == REJECT  # AMD: the last W = 1 position is reverted
+    assert torch.equal(FlyRule(window=1, window_rule="in_block").judge(v), FlyPlusRule().judge(v))
+
+
+def test_fly_rules_refuse_bad_settings():
+    with pytest.raises(ValueError, match="window_rule"):
+        FlyRule(window_rule="late")
+    with pytest.raises(ValueError, match="entropy_norm"):
+        FlyPlusRule(entropy_norm="log2")
+    with pytest.raises(ValueError, match="entropy_top_k"):
+        FlyPlusRule(entropy_top_k=0)
 
 
 def test_random_rule_seeded_and_reproducible():
@@ -182,6 +295,15 @@ def test_build_rule_per_method():
     assert isinstance(build_rule(LVSpecArgs(method="lvspec")), LVSpecRule)
     assert isinstance(build_rule(LVSpecArgs(method="fly")), FlyRule)
     assert isinstance(build_rule(LVSpecArgs(method="fly_plus")), FlyPlusRule)
+    fly = build_rule(LVSpecArgs(method="fly"))
+    assert (fly.window, fly.window_rule, fly.entropy_threshold, fly.entropy_top_k, fly.entropy_norm) == (
+        6, "amd", 0.3, 3, "full")
+    fly = build_rule(LVSpecArgs(method="fly", fly_window=4, fly_window_rule="in_block", fly_entropy=0.5,
+                                fly_entropy_top_k=2, fly_entropy_norm="top_k"))
+    assert (fly.window, fly.window_rule, fly.entropy_threshold, fly.entropy_top_k, fly.entropy_norm) == (
+        4, "in_block", 0.5, 2, "top_k")
+    plus = build_rule(LVSpecArgs(method="fly_plus", fly_entropy_top_k=5, fly_entropy_norm="top_k"))
+    assert (plus.entropy_top_k, plus.entropy_norm) == (5, "top_k")
     assert isinstance(build_rule(LVSpecArgs(method="random")), RandomRule)
 
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from lvspec_eval.config import FLY_ENTROPY_NORMS, FLY_WINDOW_RULES
+
 if TYPE_CHECKING:  # pragma: no cover
     from lvspec_eval.config import LVSpecArgs
 
@@ -120,28 +122,86 @@ class LVSpecRule(AcceptanceRule):
         return verdicts
 
 
-def top3_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """[P] entropy in nats of the softmax renormalised over the top-3 logits of each row of [P, V]."""
-    top = logits.float().topk(min(3, logits.shape[-1]), dim=-1).values
-    logp = torch.log_softmax(top, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+#: AMD-AGI/FLy turns the entropy gate off for thresholds at or below this value.
+FLY_GATE_OFF_AT = 1e-2
+
+
+def top_k_entropy(logits: torch.Tensor, k: int = 3, renormalise: bool = False) -> torch.Tensor:
+    """[P] entropy in nats, -sum p log p over the k most likely tokens of each row of logits [P, V].
+
+    renormalise=False (FLy's code): p are the probabilities of the full-vocabulary softmax, so the k
+    terms need not sum to 1 (a flat row over many tokens scores LOW: 100 equal tokens give
+    3 * 0.01 * ln 100 = 0.138). renormalise=True: p is the softmax over the k logits alone (ln k at
+    most; the same flat row scores ln 3 = 1.099). Zero probabilities contribute 0."""
+    logits = logits.float()
+    top = logits.topk(min(int(k), logits.shape[-1]), dim=-1).values  # [P, k]
+    if renormalise:
+        logp = torch.log_softmax(top, dim=-1)
+    else:
+        logp = top - torch.logsumexp(logits, dim=-1, keepdim=True)  # log of the full softmax, top-k entries
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+
+
+def fly_window_ok(exact: torch.Tensor, window: int, rule: str = "amd") -> torch.Tensor:
+    """[K] bool: position i passes FLy's window test (its own match is not looked at).
+
+    Both rules need the W-1 draft tokens after i to be EXACT matches (a second mismatch inside the
+    window fails it, even one that FLy could accept). `amd` also needs i <= K - W - 1: AMD-AGI/FLy
+    slides a window [mismatch, W-1 exact] over the block, then reverts every position among the
+    block's last W, so a mismatch there is rejected even when W-1 exact tokens follow it (with
+    K <= W nothing is accepted loosely). `in_block` only needs the W-1 tokens inside the block
+    (i <= K - W). vLLM's FLy (`fly_window_size` = w following tokens, pos + w < K) equals
+    `in_block` with W = w + 1."""
+    if rule not in FLY_WINDOW_RULES:
+        raise ValueError(f"fly window rule {rule!r}: choose one of {', '.join(FLY_WINDOW_RULES)}")
+    k, need = exact.numel(), int(window) - 1
+    last = k - int(window) - (1 if rule == "amd" else 0)  # last position whose window counts
+    ok = torch.zeros(k, dtype=torch.bool, device=exact.device)
+    if last < 0:
+        return ok
+    if need == 0:
+        ok[: last + 1] = True
+    else:
+        runs = exact.to(torch.int32).unfold(0, need, 1).sum(-1) == need  # [K-need+1] exact[j..j+need-1]
+        ok[: last + 1] = runs[1 : last + 2]  # the window of i starts at i+1
+    return ok
 
 
 class FlyPlusRule(AcceptanceRule):
-    """FLy+ : a mismatch is accepted when the target is unsure there (top-3 entropy >= threshold)."""
+    """FLy+ : a mismatch is accepted when the target is unsure there: top-k entropy >= threshold.
+
+    This is FLy without its window, i.e. the `abla_no_window` ablation of AMD-AGI/FLy
+    (fly/models/FLy.py, `SPDGenerate.generate_chunks` with `abla_no_window`; commit
+    6667ae8477d087732eb71d7bdaa0d1cb94462a60). The entropy is FLy's `calculate_topk_entropy`
+    (`top_k_entropy`, k = 3, full softmax, nats), the gate is `rej_by_entropy`: a mismatch is
+    rejected where the entropy is < threshold; a threshold <= 0.01 turns the gate off (their
+    `entropy_thre if entropy_thre > 1e-2 else None`), so every mismatch passes it.
+    entropy_norm="top_k" (this project's earlier variant) renormalises over the top-k instead."""
 
     name = "fly_plus"
 
-    def __init__(self, entropy_threshold: float = 0.3):
+    def __init__(self, entropy_threshold: float = 0.3, entropy_top_k: int = 3, entropy_norm: str = "full"):
+        if entropy_norm not in FLY_ENTROPY_NORMS:
+            raise ValueError(f"fly entropy_norm {entropy_norm!r}: choose one of {', '.join(FLY_ENTROPY_NORMS)}")
+        if int(entropy_top_k) < 1:
+            raise ValueError(f"fly entropy_top_k={entropy_top_k}: it must be >= 1")
         self.entropy_threshold = float(entropy_threshold)
+        self.entropy_top_k = int(entropy_top_k)
+        self.entropy_norm = entropy_norm
 
     def _loosen(self, view: RoundView, verdicts: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Mark LOOSE the candidate positions [K] bool where the target is unsure (entropy computed
-        only for candidates: a top-3 over the vocabulary per row is the rule's main cost)."""
+        only for candidates: a top-k over the vocabulary per row is the rule's main cost)."""
         rows = candidates.nonzero().view(-1)
-        if rows.numel():
-            unsure = top3_entropy(view.target_logits[rows.to(view.target_logits.device)]) >= self.entropy_threshold
-            verdicts[rows[unsure.cpu()]] = LOOSE
+        if not rows.numel():
+            return verdicts
+        if self.entropy_threshold <= FLY_GATE_OFF_AT:  # gate off, as in FLy's code
+            verdicts[rows] = LOOSE
+            return verdicts
+        entropy = top_k_entropy(view.target_logits[rows.to(view.target_logits.device)], self.entropy_top_k,
+                                renormalise=self.entropy_norm == "top_k")
+        verdicts[rows[(entropy >= self.entropy_threshold).cpu()]] = LOOSE
         return verdicts
 
     def judge(self, view: RoundView) -> torch.Tensor:
@@ -150,30 +210,36 @@ class FlyPlusRule(AcceptanceRule):
 
 
 class FlyRule(FlyPlusRule):
-    """FLy: a mismatch at i is accepted when the target is unsure there AND the next W-1 draft
-    tokens all match the target exactly. Near the block end, where fewer than W-1 draft tokens
-    follow i, the window cannot be checked and the mismatch is rejected (conservative choice)."""
+    """FLy (Li et al., arXiv 2511.22972) as AMD-AGI/FLy's code computes it (fly/models/FLy.py,
+    `SPDGenerate.generate_chunks`, non-tree path, with `rej_by_entropy` and `calculate_topk_entropy`;
+    commit 6667ae8477d087732eb71d7bdaa0d1cb94462a60; defaults from fly_config/FLy_Llama3_70b.json:
+    win_len 6, entropy_thre 0.3): a mismatch at i is accepted when
+
+    - the W-1 draft tokens after it are exact matches and, with `window_rule="amd"`, i is not among
+      the block's last W positions (`fly_window_ok`), and
+    - the target is unsure at i: the top-k entropy of its logits there (k = 3, probabilities of
+      the full softmax, not renormalised, nats) is >= the threshold (off at <= 0.01).
+
+    Nothing is deferred to a later round: a mismatch whose window does not fit is rejected.
+    Options (this project's earlier variant, not the default): `window_rule="in_block"`,
+    `entropy_norm="top_k"`."""
 
     name = "fly"
 
-    def __init__(self, window: int = 6, entropy_threshold: float = 0.3):
-        super().__init__(entropy_threshold)
+    def __init__(self, window: int = 6, entropy_threshold: float = 0.3, entropy_top_k: int = 3,
+                 entropy_norm: str = "full", window_rule: str = "amd"):
+        super().__init__(entropy_threshold, entropy_top_k, entropy_norm)
+        if window_rule not in FLY_WINDOW_RULES:
+            raise ValueError(f"fly window_rule {window_rule!r}: choose one of {', '.join(FLY_WINDOW_RULES)}")
+        if int(window) < 1:
+            raise ValueError(f"fly window={window}: it must be >= 1")
         self.window = int(window)
+        self.window_rule = window_rule
 
     def judge(self, view: RoundView) -> torch.Tensor:
         exact = view.exact
-        k = exact.numel()
-        need = self.window - 1
-        # future_ok[i]: d_{i+1..i+W-1} all exact and inside the block
-        future_ok = torch.zeros(k, dtype=torch.bool, device=exact.device)
-        if k - need > 0:
-            if need == 0:
-                future_ok[:] = True
-            else:
-                runs = exact.to(torch.int32).unfold(0, need, 1).sum(-1) == need  # window starting at j
-                # window for position i starts at i+1
-                future_ok[: k - need] = runs[1 : k - need + 1]
-        return self._loosen(view, exact.to(torch.int8), ~exact & future_ok)
+        candidates = ~exact & fly_window_ok(exact, self.window, self.window_rule)
+        return self._loosen(view, exact.to(torch.int8), candidates)
 
 
 class RandomRule(AcceptanceRule):
@@ -201,10 +267,12 @@ def build_rule(args: "LVSpecArgs") -> Optional[AcceptanceRule]:
         return StrictRule()
     if method == "lvspec":
         return LVSpecRule(shift_window=args.shift_window)
+    fly_entropy = dict(entropy_threshold=args.fly_entropy, entropy_top_k=args.fly_entropy_top_k,
+                       entropy_norm=args.fly_entropy_norm)
     if method == "fly":
-        return FlyRule(window=args.fly_window, entropy_threshold=args.fly_entropy)
+        return FlyRule(window=args.fly_window, window_rule=args.fly_window_rule, **fly_entropy)
     if method == "fly_plus":
-        return FlyPlusRule(entropy_threshold=args.fly_entropy)
+        return FlyPlusRule(**fly_entropy)
     if method == "random":
         return RandomRule(p=args.random_accept)
     raise ValueError(f"unknown method {method!r}")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from lvspec_eval.metrics.timing import Stopwatch
+from lvspec_eval.pruning import ALL_LAYERS
 
 
 @dataclass
@@ -207,6 +208,29 @@ class _AttentionProbe(_AttentionPreHook):
         return probs[:, :, self.video_rows.to(probs.device)].mean(dim=(0, 1)).cpu()  # [Nvid]
 
 
+class _LayerMeanProbe(contextlib.ExitStack):
+    """Context manager over several `_AttentionProbe`s of one prefill: `result` is the mean of
+    their results [Nvid] (SpecVLM's ranking averages the attention maps of every decoder layer:
+    zju-jiyicheng/SpecVLM, utils/utils.py `convert_attention_to_score`)."""
+
+    def __init__(self, probes: list[_AttentionProbe]):
+        super().__init__()
+        self.probes = probes
+        self.result: Optional[torch.Tensor] = None  # [Nvid], set on exit
+
+    def __enter__(self) -> "_LayerMeanProbe":
+        super().__enter__()
+        for probe in self.probes:
+            self.enter_context(probe)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        suppress = super().__exit__(*exc)
+        results = [p.result for p in self.probes]
+        self.result = torch.stack(results).mean(0) if all(r is not None for r in results) else None
+        return suppress
+
+
 def kept_rows(video_rows: torch.Tensor, keep: torch.Tensor, length: int) -> torch.Tensor:
     """Prompt rows a pruned prefill feeds: every non-video row and the kept video rows -> [S] bool.
     video_rows: [Nvid] prompt positions of the video tokens; keep: [B] indices into them."""
@@ -247,16 +271,20 @@ class HFAdapter:
             return _Capture(None)
         return _Capture(self.decoder_layers()[layer_index])
 
-    def attention_probe(self, layer_index: Optional[int], video_rows: torch.Tensor) -> Any:
-        """An `_AttentionProbe` on decoder layer `layer_index` (a no-op context when None)."""
+    def attention_probe(self, layer_index: Optional[Union[int, str]], video_rows: torch.Tensor) -> Any:
+        """An `_AttentionProbe` on decoder layer `layer_index`; with `ALL_LAYERS` ("all") a
+        `_LayerMeanProbe` over every decoder layer (a no-op context when None)."""
         if layer_index is None or video_rows.numel() == 0:
             return contextlib.nullcontext(None)
         from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb  # llama-style rotary
 
         cfg = self.model.config.get_text_config()
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        attn = self.decoder_layers()[layer_index].self_attn
-        return _AttentionProbe(attn, apply_rotary_pos_emb, video_rows, cfg.num_attention_heads, head_dim)
+        layers = self.decoder_layers()
+        chosen = list(layers) if layer_index == ALL_LAYERS else [layers[layer_index]]
+        probes = [_AttentionProbe(layer.self_attn, apply_rotary_pos_emb, video_rows, cfg.num_attention_heads, head_dim)
+                  for layer in chosen]
+        return probes[0] if layer_index != ALL_LAYERS else _LayerMeanProbe(probes)
 
     def video_attention(self, session: Session, layer_index: int, video_rows: torch.Tensor) -> _VideoAttention:
         """A `_VideoAttention` probe on decoder layer `layer_index` of `session`'s next extend."""
@@ -282,9 +310,10 @@ class HFAdapter:
 
     # -- per family -------------------------------------------------------------------------
     def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
-              attention_layer: Optional[int] = None) -> tuple[Session, Prefill]:
+              attention_layer: Optional[Union[int, str]] = None) -> tuple[Session, Prefill]:
         """Prefill on `inputs` (processor output). With `attention_layer`, Prefill.video_attention
-        holds the attention the prompt gets from the tokens after the video at that layer. With
+        holds the attention the prompt gets from the tokens after the video at that layer (the mean
+        over every layer for `ALL_LAYERS`). With
         `inputs[VIDEO_KEEP_KEY]` (indices into the video tokens), only those video tokens are fed,
         each at its original position (SpecVLM drafter)."""
         raise NotImplementedError

@@ -30,7 +30,7 @@ from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import DecodeResult, decode
 from lvspec_eval.metrics.records import (RECORD_VERSION, append_record, decode_fields, paired_fields, recorded_samples,
                                          repair_tail, resume_key, run_means, token_pieces)
-from lvspec_eval.pruning import VideoPruning
+from lvspec_eval.pruning import ALL_LAYERS, VideoPruning
 from lvspec_eval.relevance import build_anchor_finder
 
 DEFAULT_MAX_NEW_TOKENS = 128  # lmms-eval's qwen2_5_vl default when a task sets none
@@ -246,8 +246,9 @@ class LVSpecBackend(lmms):
 
         rule = build_rule(method_args)  # the call's settings (None for ar); a small strategy object
         keep = method_args.video_keep()
-        pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass,
-                               layer=method_args.draft_video_layer) if keep < 1.0 else None
+        layer = ALL_LAYERS if method_args.draft_video_layer is None else method_args.draft_video_layer
+        pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass, layer=layer,
+                               fill=method_args.draft_video_fill) if keep < 1.0 else None
         # relevance signals only for the rules that score relevance (target_prob reads the target's logits)
         anchors = rule is not None and rule.needs_anchors and method_args.anchor_rule != "target_prob"
         capture = method_args.relevance_layer if (anchors and method_args.relevance_repr == "hidden") else None
