@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                              name=name, extra_args=a.model_args, limit=a.limit, progress_total=total, model=model)
             runs.setdefault(task, []).extend([stats, out / "lmms" / name])
 
-    from lvspec_eval.report.load import build_groups, load_inputs
+    from lvspec_eval.report.inputs import load_inputs
+    from lvspec_eval.report.pairing import build_groups
     from lvspec_eval.report.summary import summarize
 
     sections = []

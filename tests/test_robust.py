@@ -18,7 +18,8 @@ import pytest
 
 from lvspec_eval.lmms.backend import cut_at_until
 from lvspec_eval.metrics.records import read_records
-from lvspec_eval.report.load import build_groups, load_inputs
+from lvspec_eval.report.inputs import load_inputs
+from lvspec_eval.report.pairing import build_groups
 from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
                                      run_cli, task_variant, without)
 
