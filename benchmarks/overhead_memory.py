@@ -74,6 +74,8 @@ def overhead(args) -> None:
 
     from lvspec_eval.config import DecodeConfig
     from lvspec_eval.engine import decode
+    from lvspec_eval.metrics.aggregate import tau_median
+    from lvspec_eval.metrics.records import decode_fields
 
     args.method = "sd"
     target, draft = load(args)
@@ -82,21 +84,21 @@ def overhead(args) -> None:
     rows = []
     decode(target, samples[0], cfg)  # warm-up
     for method in ("ar", "sd", "lvspec", "fly", "random"):
-        shares, per_round, taus = [], [], []
+        shares, per_round, records = [], [], []
         for i, inp in enumerate(samples):
             r = decode(target, inp, cfg, draft=None if method == "ar" else draft, rule=rule_for(method),
                        anchor_factory=anchor_factory, generator=torch.Generator().manual_seed(i), profile=True)
             inside = r.draft_forward_s + r.target_forward_s
             shares.append((r.decode_s - inside) / r.decode_s)
             per_round.append(r.decode_s / r.rounds)
-            taus.append((len(r.tokens) - 1) / r.rounds)
-        rows.append([method, f"{statistics.median(taus):.2f}", f"{1e3 * statistics.median(per_round):.2f}",
+            records.append(decode_fields(r, 0 if method == "ar" else args.k))
+        rows.append([method, f"{tau_median(records):.2f}", f"{1e3 * statistics.median(per_round):.2f}",
                      f"{100 * statistics.median(shares):.1f}%", f"{100 * max(shares):.1f}%"])
     from tabulate import tabulate
 
     print(f"Engine overhead (outside model forwards), {args.samples} samples x {args.new_tokens} tokens, K={args.k}, "
           f"{args.dtype} on {target.input_device}, torch threads={torch.get_num_threads()}")
-    print(tabulate(rows, headers=["method", "tau (median)", "ms/round (median)", "overhead (median)", "overhead (max)"],
+    print(tabulate(rows, headers=["method", "tau_median", "ms/round (median)", "overhead (median)", "overhead (max)"],
                    tablefmt="github"))
 
 

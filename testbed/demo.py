@@ -32,9 +32,12 @@ from testbed.families import PAIRS
 
 from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR
 TASKS = {"caption": "lvspec_testbed_caption", "mcq": "lvspec_testbed_mcq"}
-COLUMNS = [("method", "method"), ("tau_mean", "tau"), ("tau_excl_mean", "tau_excl"),
-           ("acceptance_rate", "acceptance"), ("acceptance_loose", "loose"), ("speedup_decode", "decode speedup"),
-           ("exact_match_ar", "exact match w/ ar"), ("score", "score"), ("retention", "retention"),
+#: (summary field, header): the headers are the glossary's names (lvspec_eval.glossary.METRICS).
+COLUMNS = [("method", "method"), ("tau_mean", "tau_mean"), ("tau_excl_mean", "tau_excl_mean"),
+           ("acceptance_rate_pooled", "acceptance_rate_pooled"), ("acceptance_loose", "acceptance_loose"),
+           ("speedup_decode_pooled", "speedup_decode_pooled"), ("token_rate_speedup_pooled", "token_rate_speedup_pooled"),
+           ("new_tokens_mean", "new_tokens_mean"), ("ar_new_tokens_mean", "ar_new_tokens_mean"),
+           ("exact_match_ar_mean", "exact_match_ar_mean"), ("score", "score"), ("retention", "retention"),
            ("failed", "failed")]
 
 
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
                              name=name, extra_args=a.model_args, limit=a.limit, progress_total=total, model=model)
             runs.setdefault(task, []).extend([stats, out / "lmms" / name])
 
-    from lvspec_eval.report.load import build_groups, load_inputs
+    from lvspec_eval.report.inputs import load_inputs
+    from lvspec_eval.report.pairing import build_groups
     from lvspec_eval.report.summary import summarize
 
     sections = []
@@ -100,9 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{TASKS[task]} (score = {metric})\n{text}", flush=True)
     minutes = (time.time() - t_start) / 60
     note = (f"Trained tiny testbed pair ({described}; --model {model}), float32, CPU, "
-            f"{os.cpu_count()} cores; {minutes:.1f} min in all. Speedup: summed ar decode time / summed method "
-            f"decode time, ar decoded side by side in the same process (paired_baseline=true). tau counts "
-            f"correction/bonus tokens; retention = method score / ar score. Definitions: docs/report.md.")
+            f"{os.cpu_count()} cores; {minutes:.1f} min in all. ar decoded side by side in the same process "
+            f"(paired_baseline=true). Definitions of every column: docs/records.md (run-level statistics).")
     cmd = "python -m testbed.demo " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "summary.md").write_text(f"# make demo\n\nCommand: `{cmd.strip()}`\n\n{note}\n\n" + "\n".join(sections))
     print(f"\n{note}\nFiles: {out} (summary.md, records/, lmms/, logs/)", flush=True)

@@ -5,7 +5,8 @@
 For every setting it decodes the same test clips through the backend's own code path (the
 ``lvspec_qwen`` backend object, its input preparation, rules and anchor finder; only the lmms-eval
 CLI around it is skipped) and reports tau, acceptance, decode speedup over ``ar`` (same process,
-same clips), exact match with ``ar``, retention of ``anchor_f1``, and how well LVSpec's anchor
+same clips), exact match with ``ar``, retention of ``anchor_f1`` (every statistic under its one name, from
+``lvspec_eval.metrics.aggregate``), and how well LVSpec's anchor
 flags find the grammar's true anchor tokens: precision and recall of the 'a' flags among the
 judged tokens against the tokens that spell an attribute word.
 
@@ -26,10 +27,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lvspec_eval.metrics import aggregate
+from lvspec_eval.metrics.records import decode_fields, paired_fields
 from testbed import grammar as g
 
 from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR, VIDEO_ARGS
 MAX_NEW_TOKENS = 96
+#: Run-level statistics of each setting (names and definitions: lvspec_eval.glossary.METRICS).
+STATISTICS = ("tau_mean", "tau_pooled", "tau_excl_pooled", "acceptance_rate_pooled", "acceptance_loose",
+              "acceptance_shift", "speedup_decode_pooled", "token_rate_speedup_pooled", "new_tokens_mean",
+              "ar_new_tokens_mean", "exact_match_ar_mean")
 
 
 def true_anchor_mask(tok: Any, tokens: list[int]) -> list[bool]:
@@ -89,20 +96,14 @@ def run_setting(backend: Any, docs: list[tuple[dict, dict]], ar: list[dict], met
     out: dict[str, Any] = {"method": method, **params}
     if method == "ar":
         return {**out, "rows": rows}
-    rounds = sum(r["res"].rounds for r in rows)
-    emitted = sum(len(r["res"].tokens) - 1 for r in rows)  # the prefill token is not a round's
-    accepted = sum(r["res"].accepted for r in rows)
-    proposed = sum(r["res"].proposed for r in rows)
+    # per-sample records from the writer, paired with the ar decode of the same clip; run-level
+    # statistics under their one name (lvspec_eval.glossary.METRICS, lvspec_eval.metrics.aggregate)
+    records = [{**decode_fields(r["res"], cfg.num_draft_tokens), "text": r["text"],
+                **paired_fields(r["res"], b["res"], r["text"], b["text"])} for r, b in zip(rows, ar)]
+    out.update(aggregate.compute(records, STATISTICS))
     ar_f1 = statistics.fmean(b["f1"] for b in ar)
     out.update(
-        tau=emitted / rounds if rounds else None,
-        tau_excl=accepted / rounds if rounds else None,
-        acceptance=accepted / proposed if proposed else None,
-        loose=sum(r["res"].accepted_loose for r in rows) / proposed if proposed else None,
-        shift=sum(r["res"].accepted_shift for r in rows) / proposed if proposed else None,
-        speedup=sum(b["res"].decode_s for b in ar) / sum(r["res"].decode_s for r in rows),
-        exact_match=statistics.fmean(float(r["exact"]) for r in rows),
-        anchor_f1=statistics.fmean(r["f1"] for r in rows),
+        anchor_f1=statistics.fmean(r["f1"] for r in rows),  # the task score
         retention=statistics.fmean(r["f1"] for r in rows) / ar_f1 if ar_f1 else None,
     )
     if method == "lvspec":
@@ -189,8 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {a.out} and {a.out.with_suffix('.md')}")
 
 
-COLUMNS = ("method", "anchor_rule", "relevance_repr", "relax_ratio", "shift_window", "tau", "tau_excl", "acceptance",
-           "loose", "shift", "speedup", "exact_match", "retention", "anchor_precision", "anchor_recall")
+COLUMNS = ("method", "anchor_rule", "relevance_repr", "relax_ratio", "shift_window", *STATISTICS, "retention",
+           "anchor_precision", "anchor_recall")
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -199,7 +200,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     body = [[r.get(c) for c in COLUMNS] for r in rows]
     head = (f"Sweep on {meta['clips']} test clips of lvspec_testbed_caption (ar anchor_f1 {meta['ar_anchor_f1']:.3f}), "
             f"{meta['threads']} threads, {meta['minutes']} min. Command: `{meta['command']}`\n\n")
-    return head + tabulate(body, headers=[c.replace("_", " ") for c in COLUMNS], tablefmt="github", floatfmt=".3f",
+    return head + tabulate(body, headers=list(COLUMNS), tablefmt="github", floatfmt=".3f",
                            missingval="") + "\n"
 
 

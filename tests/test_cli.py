@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lvspec_eval.metrics import schema
 from lvspec_eval.metrics.records import read_records
 from testbed.fixtures.cli import PIXELS, TINY_TASK as TASK, copy_tiny_task, outputs, response, run_cli
 
@@ -65,11 +66,24 @@ def test_sd_run_records_and_results(tmp_path, tiny_target, tiny_draft, task_with
         for ids, pieces in ((rec["tokens"], rec["token_texts"]), (rec["ar_tokens"], rec["ar_token_texts"])):
             assert len(pieces) == len(ids) and "".join(pieces) == tok.decode(ids, skip_special_tokens=False)
 
-    thr = results["throughput"] if "throughput" in results else results["results"][TASK]
+    # every record holds exactly the schema's fields of its kind; vLLM's statistics agree with ours
+    for rec in records:
+        assert set(rec) == set(schema.written(rec)) and not schema.wrong_kinds(rec), rec.get("error")
+        if not rec.get("error"):
+            stats = rec["speculative_decoding_stats"]
+            assert stats["num_draft_tokens"] == rec["proposed"] and stats["num_spec_tokens"] == 4
+            assert stats["num_accepted_draft_tokens"] == rec["accepted_exact"]
+            assert stats["draft_acceptance_rate"] == rec["acceptance_rate"]
+            assert sum(stats["acceptance_histogram"].values()) == stats["num_spec_steps"] == len(stats["per_step_drafted"])
+            assert rec["token_rate_speedup"] == pytest.approx(rec["speedup_decode"])  # lossless: same length as ar
+
+    thr = results["throughput"]
     good = [r for r in records if not r.get("error")]
     mean_tau = sum(r["tau"] for r in good) / len(good)
     assert thr["avg_tau"] == pytest.approx(mean_tau)
     assert thr["avg_exact_match_ar"] == 1.0 and "avg_speedup_decode" in thr
+    assert thr["total_gen_tokens"] == 3 * 24 and thr["avg_new_tokens"] == thr["avg_ar_new_tokens"] == 24
+    assert not {"avg_samples", "avg_failed", "avg_rank", "avg_world_size"} & set(thr)  # only means as avg_ rows
     assert results["results"][TASK]["exact_match,none"] == pytest.approx(
         sum(float(response(s).strip() == s["target"]) for s in samples) / 4)
 

@@ -73,6 +73,7 @@ def test_sd_scripted_drafter_exact_partial_counts(target, inputs, ar_runs, k, wr
     assert r.rounds == exp["rounds"]
     assert r.accepted_exact == exp["accepted"]
     assert r.accepted_per_position == exp["accepted_per_position"]
+    assert r.per_step_drafted == exp["per_step_drafted"] and r.per_step_accepted == exp["per_step_accepted"]
 
 
 def _anchors_lambda0(target):
@@ -104,6 +105,9 @@ def test_lvspec_relaxed_accepts_more_and_counts_add_up(target, draft, inputs):
     assert len(lv.tokens) == len(lv.provenance) == len(lv.anchor_flags) == N_NEW
     assert lv.accepted == sum(lv.accepted_per_position) == sum(c in "ELS" for c in lv.provenance)
     assert lv.rounds == sum(c in "CBT" for c in lv.provenance)
+    assert lv.accepted == sum(lv.per_step_accepted) and lv.proposed == sum(lv.per_step_drafted)
+    assert len(lv.per_step_accepted) == len(lv.per_step_drafted) == lv.rounds
+    assert all(0 <= a <= d for a, d in zip(lv.per_step_accepted, lv.per_step_drafted))
 
 
 def test_hidden_representation_runs_and_lambda0_is_sd(target, draft, inputs, ar_runs):
@@ -165,3 +169,5 @@ def test_until_stop_callback(target, inputs, ar_runs):
 
     r = decode(target, inputs[0], cfg(5), draft=target, rule=StrictRule(), stop=stop)
     assert r.stop_reason == "until" and r.tokens == ar.tokens[: len(r.tokens)] and len(r.tokens) >= 9
+    # the per-round counts follow the tokens dropped after the stop
+    assert sum(r.per_step_accepted) == r.accepted == sum(c in "ELS" for c in r.provenance)

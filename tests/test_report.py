@@ -9,10 +9,16 @@ The fixture `runs` writes one task `cap` (split test), target org/T, drafter org
           doc 1  tokens [1,2,4] vs ar [1,2,3] (edit sim 2/3), tau 2/1 = 2, 1 of 2 accepted, decode 1.0, total 1.5
           doc 2  failed
           no lmms-eval outputs                                             -> score unknown
-  lvspec  records, K=4, paired_baseline=true (its own ar timings take precedence over the ar run)
-          doc 0  tau 8/2 = 4, tau_excl 6/2 = 3, exact 4 loose 2 shift 0 of 8, decode 1.0 vs 4.0, total 1.5 vs 4.5
-          doc 1  tau 6/2 = 3, tau_excl 4/2 = 2, exact 3 loose 0 shift 1 of 8, decode 0.5 vs 2.0, total 1.0 vs 2.5
-          doc 2  tau 2/1 = 2, tau_excl 1/1 = 1, exact 1 of 4,                 decode 1.0 vs 3.0, total 2.0 vs 4.0
+  lvspec  records, K=4, paired_baseline=true (its own ar timings take precedence over the ar run;
+          its ar tokens are the ar run's: 5 / 3 / 4 tokens)
+          doc 0  9 tokens, tau 8/2 = 4, tau_excl 6/2 = 3, exact 4 loose 2 shift 0 of 8, decode 1.0 vs 4.0,
+                 total 1.5 vs 4.5, token rate (8/1.0) / (4/4.0) = 8
+          doc 1  7 tokens, tau 6/2 = 3, tau_excl 4/2 = 2, exact 3 loose 0 shift 1 of 8, decode 0.5 vs 2.0,
+                 total 1.0 vs 2.5, token rate (6/0.5) / (2/2.0) = 12
+          doc 2  3 tokens, tau 2/1 = 2, tau_excl 1/1 = 1, exact 1 of 4, decode 1.0 vs 3.0, total 2.0 vs 4.0,
+                 token rate (2/1.0) / (3/3.0) = 2
+          pooled: tau 16/5 = 3.2, tau_excl 11/5 = 2.2, speedup 9/2.5 = 3.6, token rate (16/2.5) / (9/9) = 6.4
+          (longer answers than ar: more tokens per second than the time ratio says)
           lmms-eval acc            1.0 / 0.5 / 0.5 -> score 2/3, retention 2.0 / 2.5 = 0.8
 """
 
@@ -25,7 +31,8 @@ import numpy as np
 import pytest
 
 from lvspec_eval.report.check import Thresholds, compare, failures, load_baseline, parse_fraction
-from lvspec_eval.report.load import ReportInputError, build_groups, load_inputs
+from lvspec_eval.report.inputs import ReportInputError, load_inputs
+from lvspec_eval.report.pairing import build_groups
 from lvspec_eval.report.summary import bootstrap_ratio, render, summarize
 
 TASK = "cap"
@@ -109,11 +116,11 @@ def runs(tmp_path) -> Path:
     p = LVSPEC_PARAMS
     write_jsonl(root / "lvspec.jsonl", [
         spec_record("lvspec", 0, p, list(range(9)), "l0", 2, (4, 2, 0), [2, 2, 1, 1], 0.5, 1.0, proposed=8,
-                    **paired(4.0, 4.5, False, 0.8)),
+                    **paired(4.0, 4.5, False, 0.8, ar_tokens=[1, 2, 3, 4, 5])),
         spec_record("lvspec", 1, p, list(range(7)), "l1", 2, (3, 0, 1), [2, 1, 1, 0], 0.5, 0.5, proposed=8,
-                    **paired(2.0, 2.5, True, 1.0)),
+                    **paired(2.0, 2.5, True, 1.0, ar_tokens=[1, 2, 3])),
         spec_record("lvspec", 2, p, list(range(3)), "l2", 1, (1, 0, 0), [1, 0, 0, 0], 1.0, 1.0, proposed=4,
-                    **paired(3.0, 4.0, True, 1.0)),
+                    **paired(3.0, 4.0, True, 1.0, ar_tokens=[7, 8, 9, 10])),
     ])
     write_lmms_run(root / "lmms_ar" / "org__T", "20260101_000000", "pretrained=org/T,method=ar,stats_path=ar.jsonl",
                    {0: 1.0, 1: True, 2: 0.5}, 2.5 / 3)
@@ -145,10 +152,13 @@ def test_ar_row_is_its_own_baseline(runs):
     assert inputs.warnings == []
     ar = rows_by_method(summary)["ar"]
     assert (ar["samples"], ar["failed"]) == (3, 0)
-    assert ar["tau_mean"] == ar["tau_median"] == 1.0 and ar["tau_excl_mean"] == 0.0
-    assert ar["acceptance_rate"] is None  # nothing proposed
-    assert ar["speedup_decode"] == ar["speedup_e2e"] == ar["speedup_decode_median"] == 1.0
-    assert ar["exact_match_ar"] == ar["edit_sim_ar"] == 1.0
+    assert ar["tau_mean"] == ar["tau_median"] == ar["tau_pooled"] == 1.0
+    assert ar["tau_excl_mean"] == ar["tau_excl_pooled"] == 0.0
+    assert ar["acceptance_rate_pooled"] is None  # nothing proposed
+    assert ar["speedup_decode_pooled"] == ar["speedup_e2e_pooled"] == ar["speedup_decode_median"] == 1.0
+    assert ar["token_rate_speedup_pooled"] == ar["token_rate_speedup_median"] == 1.0
+    assert ar["new_tokens_mean"] == ar["ar_new_tokens_mean"] == 4.0  # (5 + 3 + 4) / 3
+    assert ar["exact_match_ar_mean"] == ar["edit_sim_ar_mean"] == 1.0
     assert ar["metric"] == "acc" and ar["score"] == pytest.approx(2.5 / 3, abs=1e-15)
     assert ar["retention"] == 1.0 and ar["retention_ci"] == [1.0, 1.0] and ar["retention_pairs"] == 3
 
@@ -158,17 +168,21 @@ def test_sd_row_paired_with_ar_run(runs):
     assert (sd["samples"], sd["failed"]) == (3, 1)
     assert sd["settings_label"] == "K=2"
     assert sd["tau_mean"] == sd["tau_median"] == 2.0 and sd["tau_excl_mean"] == 1.0
-    assert sd["acceptance_rate"] == 0.5 and sd["acceptance_exact"] == 0.5  # (2 + 1) / (4 + 2)
+    assert sd["tau_pooled"] == 2.0 and sd["tau_excl_pooled"] == 1.0  # (4 + 2) / (2 + 1), (2 + 1) / (2 + 1)
+    assert sd["acceptance_rate_pooled"] == 0.5 and sd["acceptance_exact"] == 0.5  # (2 + 1) / (4 + 2)
     assert sd["acceptance_loose"] == sd["acceptance_shift"] == 0.0
     assert sd["speedup_source"] == "ar run" and sd["speedup_pairs"] == 2
     # decode: (4.0 + 2.0) / (2.0 + 1.0); every per-sample ratio is 2, so is every resample
-    assert sd["speedup_decode"] == 2.0 and sd["speedup_decode_median"] == 2.0
-    assert sd["speedup_decode_ci"] == [2.0, 2.0]
+    assert sd["speedup_decode_pooled"] == 2.0 and sd["speedup_decode_median"] == 2.0
+    assert sd["speedup_decode_pooled_ci"] == [2.0, 2.0]
     # e2e: (4.5 + 2.5) / (2.5 + 1.5) = 1.75; median of 4.5/2.5 and 2.5/1.5
-    assert sd["speedup_e2e"] == 1.75
+    assert sd["speedup_e2e_pooled"] == 1.75
     assert sd["speedup_e2e_median"] == (4.5 / 2.5 + 2.5 / 1.5) / 2
-    assert sd["exact_match_ar"] == 0.5
-    assert sd["edit_sim_ar"] == pytest.approx((1.0 + 2 / 3) / 2, abs=1e-15)
+    # token rate: ((4 + 2) / 3.0) / ((4 + 2) / 6.0) = 2, per sample (4/2)/(4/4) and (2/1)/(2/2)
+    assert sd["token_rate_speedup_pooled"] == 2.0 and sd["token_rate_speedup_median"] == 2.0
+    assert sd["new_tokens_mean"] == sd["ar_new_tokens_mean"] == 4.0  # (5 + 3) / 2 both
+    assert sd["exact_match_ar_mean"] == 0.5
+    assert sd["edit_sim_ar_mean"] == pytest.approx((1.0 + 2 / 3) / 2, abs=1e-15)
     assert sd["score"] is None and sd["retention"] is None
 
 
@@ -177,17 +191,21 @@ def test_lvspec_row_paired_baseline_and_retention(runs):
     lv = rows_by_method(summary)["lvspec"]
     assert lv["settings_label"] == "K=4"
     assert lv["tau_mean"] == 3.0 and lv["tau_median"] == 3.0 and lv["tau_excl_mean"] == 2.0
-    assert lv["acceptance_rate"] == 11 / 20
+    assert lv["tau_pooled"] == 16 / 5 and lv["tau_excl_pooled"] == 11 / 5  # tau_mean 3.0 is another statistic
+    assert lv["acceptance_rate_pooled"] == 11 / 20
     assert (lv["acceptance_exact"], lv["acceptance_loose"], lv["acceptance_shift"]) == (8 / 20, 2 / 20, 1 / 20)
     # paired_baseline timings win over the separate ar run (whose decode times are the same here,
     # but whose totals differ from the paired ar_total_s: 4.5 / 2.5 / 4.0 both ways, so check the source)
     assert lv["speedup_source"] == "paired_baseline" and lv["speedup_pairs"] == 3
-    assert lv["speedup_decode"] == 9.0 / 2.5  # (4 + 2 + 3) / (1 + 0.5 + 1)
+    assert lv["speedup_decode_pooled"] == 9.0 / 2.5  # (4 + 2 + 3) / (1 + 0.5 + 1)
     assert lv["speedup_decode_median"] == 4.0  # median of 4, 4, 3
-    assert lv["speedup_e2e"] == 11.0 / 4.5  # (4.5 + 2.5 + 4) / (1.5 + 1 + 2)
+    assert lv["speedup_e2e_pooled"] == 11.0 / 4.5  # (4.5 + 2.5 + 4) / (1.5 + 1 + 2)
     assert lv["speedup_e2e_median"] == 2.5  # median of 3, 2.5, 2
-    assert lv["exact_match_ar"] == pytest.approx(2 / 3, abs=1e-15)
-    assert lv["edit_sim_ar"] == pytest.approx(2.8 / 3, abs=1e-15)
+    assert lv["token_rate_speedup_pooled"] == pytest.approx(6.4, abs=1e-12)  # (16 / 2.5) / (9 / 9)
+    assert lv["token_rate_speedup_median"] == 8.0  # median of 8, 12, 2
+    assert lv["new_tokens_mean"] == pytest.approx(19 / 3, abs=1e-15) and lv["ar_new_tokens_mean"] == 4.0
+    assert lv["exact_match_ar_mean"] == pytest.approx(2 / 3, abs=1e-15)
+    assert lv["edit_sim_ar_mean"] == pytest.approx(2.8 / 3, abs=1e-15)
     assert lv["score"] == pytest.approx(2 / 3, abs=1e-15) and lv["score_source"] == "samples"
     assert lv["ar_score"] == pytest.approx(2.5 / 3, abs=1e-15)
     assert lv["retention"] == 0.8 and lv["retention_pairs"] == 3  # (1 + .5 + .5) / (1 + 1 + .5)
@@ -202,14 +220,17 @@ def test_bootstrap_is_seeded_percentile_over_samples(runs):
     expected = np.percentile(mine[idx].sum(1) / theirs[idx].sum(1), [2.5, 97.5]).tolist()
     assert lv["retention_ci"] == expected
     ar_dec, dec = np.array([4.0, 2.0, 3.0]), np.array([1.0, 0.5, 1.0])
-    assert lv["speedup_decode_ci"] == np.percentile(ar_dec[idx].sum(1) / dec[idx].sum(1), [2.5, 97.5]).tolist()
-    lo, hi = lv["speedup_decode_ci"]
-    assert 3.0 <= lo <= lv["speedup_decode"] <= hi <= 4.0
+    assert lv["speedup_decode_pooled_ci"] == np.percentile(ar_dec[idx].sum(1) / dec[idx].sum(1), [2.5, 97.5]).tolist()
+    lo, hi = lv["speedup_decode_pooled_ci"]
+    assert 3.0 <= lo <= lv["speedup_decode_pooled"] <= hi <= 4.0
+    n, ar_n = np.array([8.0, 6.0, 2.0]), np.array([4.0, 2.0, 3.0])  # decode-loop tokens, same indices
+    rate = (n[idx].sum(1) / dec[idx].sum(1)) / (ar_n[idx].sum(1) / ar_dec[idx].sum(1))
+    assert lv["token_rate_speedup_pooled_ci"] == np.percentile(rate, [2.5, 97.5]).tolist()
     values, ones = list(range(1, 21)), [1.0] * 20
     assert bootstrap_ratio(values, ones, 1000, 0) == bootstrap_ratio(values, ones, 1000, 0)
     assert bootstrap_ratio(values, ones, 1000, 0) != bootstrap_ratio(values, ones, 1000, 1)
     none = rows_by_method(summary_of(runs, resamples=0)[0])["lvspec"]
-    assert none["speedup_decode_ci"] is None and none["retention_ci"] is None
+    assert none["speedup_decode_pooled_ci"] is None and none["retention_ci"] is None
     assert bootstrap_ratio([], [], 1000, 0) is None
 
 
@@ -218,7 +239,7 @@ def test_retention_without_ar_scores_is_none_with_a_note(runs, tmp_path):
     lv = summary.rows[0]
     assert lv["score"] == pytest.approx(2 / 3, abs=1e-15)
     assert lv["retention"] is None and lv["retention_ci"] is None
-    assert lv["speedup_decode"] == 9.0 / 2.5  # timings still come from paired_baseline
+    assert lv["speedup_decode_pooled"] == 9.0 / 2.5  # timings still come from paired_baseline
     assert any("paired ar timings" in n and "no ar task score" in n for n in summary.notes)
 
 
@@ -264,10 +285,11 @@ def test_render_formats(runs):
 
     rows = list(csv.DictReader(io.StringIO(render(summary, "csv"))))
     lv = next(r for r in rows if r["method"] == "lvspec")
-    assert float(lv["speedup_decode"]) == 9.0 / 2.5 and float(lv["retention"]) == 0.8
+    assert float(lv["speedup_decode_pooled"]) == 9.0 / 2.5 and float(lv["retention"]) == 0.8
     assert json.loads(lv["settings"]) == LVSPEC_PARAMS and lv["retention_ci_lo"]
     doc = json.loads(render(summary, "json"))
-    assert doc["schema"] == "lvspec-summary" and doc["schema_version"] == 1
+    assert doc["schema"] == "lvspec-summary" and doc["schema_version"] == 2
+    assert doc["accounting"]["tau_pooled"].startswith("sum(new_tokens - 1) / sum(rounds)")
     assert doc["bootstrap"] == {"resamples": 1000, "seed": 0, "confidence": 0.95, "interval": "percentile",
                                 "unit": "sample"}
     assert [r["method"] for r in doc["rows"]] == ["ar", "sd", "lvspec"]
@@ -323,7 +345,7 @@ def test_cli_plots(runs, tmp_path):
     assert names == sorted(f"{s}.{ext}" for s in stems for ext in ("png", "svg"))
     assert (tmp_path / "plots" / "tau_hist_cap.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in (tmp_path / "plots" / "pareto_cap_org-T_bfloat16.svg").read_text()
-    assert "x axis is edit_sim_ar" in proc.stderr  # sd has a speedup but no retention
+    assert "x axis is edit_sim_ar_mean" in proc.stderr  # sd has a speedup but no retention
 
 
 def test_acceptance_by_position(runs):
@@ -341,7 +363,7 @@ def test_cli_leaderboard(runs, tmp_path):
     proc = cli("leaderboard", runs, "--output", out, "--device-name", "NVIDIA H100", "--git-revision", "abc123")
     assert proc.returncode == 0, proc.stderr
     board = json.loads(out.read_text())
-    assert board["schema"] == "lvspec-leaderboard" and board["schema_version"] == 1
+    assert board["schema"] == "lvspec-leaderboard" and board["schema_version"] == 2
     assert board["git_revision"] == "abc123"
     assert board["report_environment"]["lvspec-eval"] == "0.1.0"
     lv = next(e for e in board["entries"] if e["method"] == "lvspec")
@@ -349,7 +371,9 @@ def test_cli_leaderboard(runs, tmp_path):
     assert lv["settings"] == {"params": LVSPEC_PARAMS, "dtype": "bfloat16", "max_new_tokens": 32}
     assert lv["hardware"] == {"device": "cuda:0", "device_name": "NVIDIA H100", "count": 1}
     assert lv["software"] == {"lvspec_eval": "0.1.0", "lmms_eval": "0.7.3"}
-    assert lv["metrics"]["speedup_decode"] == 9.0 / 2.5 and lv["metrics"]["retention"] == 0.8
+    assert lv["metrics"]["speedup_decode_pooled"] == 9.0 / 2.5 and lv["metrics"]["retention"] == 0.8
+    assert lv["metrics"]["token_rate_speedup_pooled"] == pytest.approx(6.4, abs=1e-12)
+    assert (lv["metrics"]["new_tokens_mean"], lv["metrics"]["ar_new_tokens_mean"]) == pytest.approx((19 / 3, 4.0))
     assert [(e["task"], e["method"]) for e in board["entries"]] == [(TASK, "ar"), (TASK, "sd"), (TASK, "lvspec")]
 
 
@@ -377,7 +401,7 @@ def test_check_passes_against_itself(runs, baseline):
 
 
 def test_check_reports_regressions(runs, baseline):
-    edit_baseline(baseline, "lvspec", speedup_decode=4.0, tau_mean=3.3)
+    edit_baseline(baseline, "lvspec", speedup_decode_pooled=4.0, tau_mean=3.3)
     proc = cli("check", "--baseline", baseline, runs, "--max-tau-drop", "5%", "--max-speedup-drop", "0.05")
     assert proc.returncode == 1, proc.stderr
     bad = [line for line in proc.stdout.splitlines() if "REGRESSED" in line]
@@ -401,14 +425,38 @@ def test_check_min_retention_and_unknown(runs, baseline):
 
 
 def test_check_max_drop_on_any_field(runs, baseline):
-    edit_baseline(baseline, "sd", exact_match_ar=1.0)  # current: doc 0 equal, doc 1 not -> 0.5
-    proc = cli("check", "--baseline", baseline, runs, "--max-drop", "exact_match_ar=0", "--max-drop", "edit_sim_ar=10%")
+    edit_baseline(baseline, "sd", exact_match_ar_mean=1.0)  # current: doc 0 equal, doc 1 not -> 0.5
+    proc = cli("check", "--baseline", baseline, runs, "--max-drop", "exact_match_ar_mean=0",
+               "--max-drop", "edit_sim_ar_mean=10%")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     bad = [line for line in proc.stdout.splitlines() if "REGRESSED" in line]
-    assert len(bad) == 1 and " sd " in bad[0] and "exact_match_ar" in bad[0] and "-50.0%" in bad[0]
+    assert len(bad) == 1 and " sd " in bad[0] and "exact_match_ar_mean" in bad[0] and "-50.0%" in bad[0]
     assert "FAILED: 1 of 6 checks" in proc.stdout
     proc = cli("check", "--baseline", baseline, runs, "--max-drop", "tau=5%")
     assert proc.returncode == 2 and "FIELD one of" in proc.stderr and "tau_mean" in proc.stderr
+    proc = cli("check", "--baseline", baseline, runs, "--max-drop", "exact_match_ar=0")
+    assert proc.returncode == 2 and "exact_match_ar is now exact_match_ar_mean" in proc.stderr
+
+
+def test_check_reads_a_schema_1_baseline(runs, baseline):
+    """A baseline written before run-level names carried their aggregation (schema_version 1) is read
+    with its fields renamed: speedup_decode -> speedup_decode_pooled, exact_match_ar -> exact_match_ar_mean."""
+    from lvspec_eval.report.summary import V1_NAMES
+
+    doc = json.loads(baseline.read_text())
+    doc["schema_version"] = 1
+    doc["rows"] = [{old: row[new] for old, new in V1_NAMES.items()} | {k: v for k, v in row.items()
+                                                                    if k not in V1_NAMES.values()} for row in doc["rows"]]
+    for row in doc["rows"]:
+        if row["method"] == "lvspec":
+            row["speedup_decode"] = 4.0  # the current 3.6 is a 10% drop
+    assert not any("speedup_decode_pooled" in row or "exact_match_ar_mean" in row for row in doc["rows"])
+    baseline.write_text(json.dumps(doc))
+    proc = cli("check", "--baseline", baseline, runs, "--max-speedup-drop", "5%", "--max-drop", "exact_match_ar_mean=0")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    bad = [line.split() for line in proc.stdout.splitlines() if "REGRESSED" in line]
+    assert [(cells[1], cells[4]) for cells in bad] == [("lvspec", "speedup_decode_pooled")], proc.stdout
+    assert "FAILED: 1 of 6 checks" in proc.stdout
 
 
 def test_check_missing_and_new_rows(runs, baseline, tmp_path):

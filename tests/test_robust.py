@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from lvspec_eval.lmms.backend import cut_at_until
+from lvspec_eval.lmms.run_metrics import RUN_MEANS
 from lvspec_eval.metrics.records import read_records
-from lvspec_eval.report.load import build_groups, load_inputs
+from lvspec_eval.report.inputs import load_inputs
+from lvspec_eval.report.pairing import build_groups
 from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
                                      run_cli, task_variant, without)
 
@@ -141,8 +143,22 @@ def test_data_parallel_two_processes_equal_single_process(tmp_path, tiny_target,
     groups = build_groups(inputs)
     assert len(groups) == 1 and not inputs.warnings
     assert comparable(groups[0].records.values()) == comparable(baseline.values())
-    _, samples = outputs(tmp_path / "out", TASK)
+    results, samples = outputs(tmp_path / "out", TASK)
     assert [response(s) for s in samples] == [baseline[d]["text"] for d in sorted(baseline)]
+    # results.json's throughput block covers both ranks' samples (gathered before lmms-eval's log_metrics),
+    # and holds only means as avg_ rows: worked out here from the single-process records
+    thr, every = results["throughput"], list(baseline.values())
+    assert thr["total_gen_tokens"] == sum(r["new_tokens"] for r in every)
+    assert thr["avg_latency"] == pytest.approx(thr["total_elapsed_time"] / len(DOCS))
+    spec = [r["speculative_decoding_stats"] for r in every]
+    for key, values in (("tau", [r["tau"] for r in every]), ("new_tokens", [r["new_tokens"] for r in every]),
+                        ("ar_new_tokens", [r["ar_new_tokens"] for r in every]),
+                        ("exact_match_ar", [float(r["exact_match_ar"]) for r in every]),
+                        ("edit_sim_ar", [r["edit_sim_ar"] for r in every]),
+                        ("mean_acceptance_length", [s["mean_acceptance_length"] for s in spec]),
+                        ("draft_acceptance_rate", [s["draft_acceptance_rate"] for s in spec])):
+        assert thr[f"avg_{key}"] == pytest.approx(sum(values) / len(values), abs=1e-12), key
+    assert {k for k in thr if k.startswith("avg_")} == {f"avg_{k}" for k in RUN_MEANS} | {"avg_speed", "avg_latency"}
 
 
 # -- 4. model parallel: an explicit device map that splits the layers ------------------------------

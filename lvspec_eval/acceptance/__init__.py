@@ -1,19 +1,8 @@
 """Acceptance rules: one small strategy object per decoding method.
 
-Glossary (used everywhere in the project, records included)
------------------------------------------------------------
-A *round* drafts K tokens d_1..d_K and verifies them with ONE target forward over
-[last, d_1..d_K], which yields the target's greedy choices t_1..t_{K+1}; t_i is the target's
-token for the position of d_i and t_{K+1} is the *bonus*. Walking i = 1..K, a draft token is
-
-- **exact**      d_i == t_i (what standard speculative decoding accepts);
-- **loose**      d_i != t_i but the rule accepts it anyway (output now differs from greedy);
-- **shift**      d_i != t_i, d_i is a visual anchor, and d_i == t_j for some 0 < |j - i| <= w
-                 (position-shift tolerance salvaged it);
-- **rejected**   none of the above: the walk stops and t_i is emitted as the *correction*.
-
-If all K are accepted the bonus t_{K+1} is emitted. Verdicts after the first rejection are
-ignored. A rule sees pure tensors (`RoundView`) and returns one verdict per draft position;
+The terms (round, exact, loose, shift, rejected, correction, bonus) and the provenance codes they
+give emitted tokens are defined once in `lvspec_eval.glossary`. Verdicts after the first rejection
+are ignored. A rule sees pure tensors (`RoundView`) and returns one verdict per draft position;
 `accepted_length` (the one shared prefix helper) turns verdicts into the accepted count.
 """
 

@@ -7,13 +7,8 @@ the same loop and the same timers as the speculative methods.
 Per round exactly one target forward and K drafter forwards (fewer only when the drafter
 proposes EOS, or when fewer than K+1 tokens remain to max_new_tokens).
 
-Provenance codes, one per emitted token (see `lvspec_eval.acceptance` for the glossary):
-  P  first token, from the target's prefill     E  draft token accepted exactly
-  T  plain target step (`ar`, or a round that   L  draft token accepted loosely
-     drafted nothing because 1 token remained)
-  C  correction t_i after a rejection           S  draft anchor salvaged by position shift
-  B  bonus t_{K+1} after a fully accepted block
-Anchor flags, one per emitted token: 'a' anchor, 'f' filler, '-' not judged (no relevance).
+One provenance code and one anchor flag per emitted token (P T E L S C B; a f -): their meanings
+and the decoding terms (round, exact, loose, shift, correction, bonus) are in `lvspec_eval.glossary`.
 """
 
 from __future__ import annotations
@@ -44,6 +39,8 @@ class DecodeResult:
     accepted_loose: int = 0
     accepted_shift: int = 0
     accepted_per_position: list[int] = field(default_factory=list)  # [K] accepted count per draft position
+    per_step_drafted: list[int] = field(default_factory=list)  # [rounds] draft tokens proposed in each round
+    per_step_accepted: list[int] = field(default_factory=list)  # [rounds] draft tokens accepted in each round
     prefill_s: float = 0.0
     decode_s: float = 0.0
     stop_reason: str = ""  # eos | until | max_new_tokens
@@ -66,6 +63,7 @@ def _cut_at_stop(res: DecodeResult, tokens: list[int], prov: list[str], flags: l
         code = prov[i]
         if code in ("E", "L", "S"):
             res.accepted_per_position[i - before] -= 1
+            res.per_step_accepted[-1] -= 1
             if code == "E":
                 res.accepted_exact -= 1
             elif code == "L":
@@ -187,6 +185,8 @@ def decode(
             n = accepted_length(verdicts)
         res.rounds += 1
         res.proposed += k
+        res.per_step_drafted.append(k)
+        res.per_step_accepted.append(0)
         emitted = draft_ids[:n] + [int(target_ids[n])]
         before = len(tokens)
         codes = [_CODE[int(v)] for v in verdicts[:n]] if n else []
@@ -197,6 +197,7 @@ def decode(
             flags.append("-" if anchors is None or i >= k else ("a" if anchors[i] else "f"))
             if i < n:
                 res.accepted_per_position[i] += 1
+                res.per_step_accepted[-1] += 1
                 if code == "E":
                     res.accepted_exact += 1
                 elif code == "L":

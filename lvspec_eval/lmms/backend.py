@@ -18,18 +18,17 @@ from tqdm import tqdm
 
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
-from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from lmms_eval.protocol import ChatMessages
 
-from lvspec_eval import __version__
 from lvspec_eval.acceptance import build_rule
 from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
 from lvspec_eval.adapters.loading import (check_checkpoint, check_same_tokenizer,
                                           default_device_map, is_map_file, load_tokenizer, resolve_device_map)
 from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import DecodeResult, decode
-from lvspec_eval.metrics.records import (RECORD_VERSION, append_record, decode_fields, paired_fields, recorded_samples,
-                                         repair_tail, resume_key, run_means, token_pieces)
+from lvspec_eval.lmms.run_metrics import log_run
+from lvspec_eval.metrics.records import (append_record, base_record, decode_fields, paired_fields, recorded_samples,
+                                         repair_tail, resume_key, token_pieces)
 from lvspec_eval.pruning import ALL_LAYERS, VideoPruning
 from lvspec_eval.relevance import build_anchor_finder
 
@@ -178,7 +177,7 @@ class LVSpecBackend(lmms):
         if reused:
             logger.info(f"lvspec: resumed: {reused} of {len(records)} samples were already recorded under "
                         f"{self.stats_path.parent}; decoded the other {len(records) - reused}")
-        self._log_run(records)
+        log_run(records, self._world_size)
         return results
 
     def _resume_files(self) -> list[Path]:
@@ -307,27 +306,9 @@ class LVSpecBackend(lmms):
                                    embed=session.embed)
 
     def _base_record(self, task: str, split: str, doc_id: Any, cfg: DecodeConfig) -> dict[str, Any]:
-        a = self.args
-        return {
-            "record_version": RECORD_VERSION,
-            "lvspec_eval_version": __version__,
-            "task": task, "split": split, "doc_id": doc_id,
-            "method": a.method,
-            "family": self.family,
-            "target": a.pretrained,
-            "draft": None if a.method == "ar" else a.draft_pretrained,
-            "params": a.rule_params(),
-            "dtype": a.dtype,
-            "device": str(self.target.input_device),
-            "device_name": self._device_name(),
-            "rank": self._rank,
-            "world_size": self._world_size,
-            "paired_baseline": a.paired_baseline,
-            "max_new_tokens": cfg.max_new_tokens,
-            "until": list(cfg.until),
-            "video": {"max_num_frames": a.max_num_frames, "fps": a.fps, "min_pixels": a.min_pixels,
-                      "max_pixels": a.max_pixels},
-        }
+        return base_record(self.args, cfg, task=task, split=split, doc_id=doc_id, family=self.family,
+                           device=str(self.target.input_device), device_name=self._device_name(), rank=self._rank,
+                           world_size=self._world_size)
 
     def _device_name(self) -> str:
         device = self.target.input_device
@@ -336,11 +317,3 @@ class LVSpecBackend(lmms):
         import platform
 
         return platform.processor() or platform.machine() or "cpu"
-
-    def _log_run(self, records: list[dict[str, Any]]) -> None:
-        ok = [r for r in records if not r.get("error")]
-        tokens = sum(r["new_tokens"] for r in ok)
-        elapsed = sum(r["total_s"] for r in ok)
-        log_metrics(total_elapsed_time=elapsed, total_gen_tokens=tokens,
-                    avg_speed=tokens / elapsed if elapsed else 0.0,
-                    additional_metrics={k: v for k, v in run_means(records).items()})

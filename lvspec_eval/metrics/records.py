@@ -1,98 +1,44 @@
-"""Per-sample records: one JSON line per sample, appended whole, never a partial line.
+"""The writer of per-sample records: the fields of one decode, of its paired `ar` decode, of the
+request, and whole-line appends. Every field is defined in `lvspec_eval.metrics.schema`.
 
 No torch import here: `lvspec-report` reads records through this module too.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
-import statistics
-from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
-try:  # POSIX advisory lock: several processes may append to one file
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
+from lvspec_eval import __version__
+from lvspec_eval.metrics import jsonl, schema
+from lvspec_eval.metrics.schema import RECORD_VERSION
 
-RECORD_VERSION = 1
+if TYPE_CHECKING:  # pragma: no cover
+    from lvspec_eval.config import DecodeConfig, LVSpecArgs
+
+__all__ = ["RECORD_VERSION", "RESUME_KEYS", "append_record", "base_record", "decode_fields", "edit_similarity",
+           "paired_fields", "read_records", "recorded_samples", "repair_tail", "resume_key",
+           "speculative_decoding_stats", "token_pieces", "token_rate_speedup"]
+
+repair_tail = jsonl.repair_tail
 
 
 def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one record as a single line with one write(2) under an exclusive lock, then fsync.
-
-    A reader never sees half a line from a live writer, and a writer killed mid-way leaves
-    the file as it was before the call or with the whole line."""
-    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        view = memoryview(line)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    """Append one record as a single line (jsonl.append_line: one write under the file's lock, fsync)."""
+    jsonl.append_line(path, record)
 
 
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records of a file; a trailing line without newline (a killed writer) is ignored."""
-    out = []
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            if not raw.endswith(b"\n"):
-                break
-            if raw.strip():
-                try:
-                    out.append(json.loads(raw))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not a JSON record ({exc})") from None
-    return out
-
-
-def repair_tail(path: str | os.PathLike) -> int:
-    """Cut a trailing partial line (left by a writer killed mid-write) so that appends stay valid.
-
-    Returns the number of bytes dropped (0 when the file is missing or ends with a newline)."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return 0
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        keep, pos = size, size
-        while pos > 0:  # scan back for the last newline
-            start = max(0, pos - 65536)
-            chunk = os.pread(fd, pos - start, start)
-            if keep == size and chunk.endswith(b"\n"):
-                return 0
-            nl = chunk.rfind(b"\n")
-            if nl != -1:
-                keep = start + nl + 1
-                break
-            keep, pos = 0, start
-        os.ftruncate(fd, keep)
-        os.fsync(fd)
-        return size - keep
-    finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+def read_records(path: str | os.PathLike, warn: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
+    """All records of a file under the JSONL reader policy (a truncated last line: warned, skipped)."""
+    return [value for _, value in jsonl.read_lines(path, warn)]
 
 
 #: What must match for a recorded sample to stand for a new request (resume): the sample, the
 #: method and its settings, the checkpoints, the precision, the decode limits and the video input.
 #: Not: timings, device, rank/world size (a run may resume with another number of processes).
-RESUME_KEYS = ("record_version", "task", "split", "doc_id", "method", "family", "target", "draft", "params",
-               "dtype", "paired_baseline", "max_new_tokens", "until", "video")
+RESUME_KEYS = schema.resume_keys()
 
 
 def resume_key(record: dict[str, Any]) -> str:
@@ -137,15 +83,62 @@ def _ratio(num: float, den: float) -> Optional[float]:
     return num / den if den else None
 
 
+def base_record(args: "LVSpecArgs", cfg: "DecodeConfig", *, task: str, split: str, doc_id: Any, family: str,
+                device: str, device_name: str, rank: int, world_size: int) -> dict[str, Any]:
+    """The fields of every record (schema.EVERY): the sample, the method and where it ran."""
+    return {
+        "record_version": RECORD_VERSION,
+        "lvspec_eval_version": __version__,
+        "task": task, "split": split, "doc_id": doc_id,
+        "method": args.method,
+        "family": family,
+        "target": args.pretrained,
+        "draft": None if args.method == "ar" else args.draft_pretrained,
+        "params": args.rule_params(),
+        "dtype": args.dtype,
+        "device": device,
+        "device_name": device_name,
+        "rank": rank,
+        "world_size": world_size,
+        "paired_baseline": args.paired_baseline,
+        "max_new_tokens": cfg.max_new_tokens,
+        "until": list(cfg.until),
+        "video": {"max_num_frames": args.max_num_frames, "fps": args.fps, "min_pixels": args.min_pixels,
+                  "max_pixels": args.max_pixels},
+    }
+
+
+def speculative_decoding_stats(per_step_accepted: list[int], per_step_drafted: list[int],
+                               num_spec_tokens: int) -> Optional[dict[str, Any]]:
+    """vLLM's per-request statistics under vLLM's names (schema.VLLM_STATS) from the per-round counts of
+    a decode; rounds that drafted nothing are not spec steps. None for `ar` (num_spec_tokens 0)."""
+    if num_spec_tokens == 0:
+        return None
+    steps = [(a, d) for a, d in zip(per_step_accepted, per_step_drafted, strict=True) if d > 0]
+    accepted = sum(a for a, _ in steps)
+    drafted = sum(d for _, d in steps)
+    histogram = collections.Counter(a for a, _ in steps)
+    return {
+        "mean_acceptance_length": 1 + accepted / len(steps) if steps else None,
+        "draft_acceptance_rate": _ratio(accepted, drafted),
+        "acceptance_histogram": {str(j): histogram[j] for j in sorted(histogram)},
+        "num_spec_steps": len(steps),
+        "num_draft_tokens": drafted,
+        "num_accepted_draft_tokens": accepted,
+        "num_spec_tokens": num_spec_tokens,
+        "per_step_accepted": [a for a, _ in steps],
+        "per_step_drafted": [d for _, d in steps],
+    }
+
+
 def decode_fields(res: Any, num_draft_tokens: int) -> dict[str, Any]:
-    """Record fields of one DecodeResult (see the README's field glossary)."""
+    """Record fields of one DecodeResult (schema.DECODE, less text, token_texts and prompt_tokens,
+    which the backend adds)."""
     new_tokens = len(res.tokens)
     return {
         "new_tokens": new_tokens,
         "rounds": res.rounds,
-        # tokens emitted per target verification forward (correction/bonus included); ar: 1.0
         "tau": _ratio(new_tokens - 1, res.rounds),
-        # accepted draft tokens per round (SpecVLM/LVSpec convention, tau - 1 without EOS/limit trims)
         "tau_excl": _ratio(res.accepted, res.rounds),
         "proposed": res.proposed,
         "accepted_exact": res.accepted_exact,
@@ -163,11 +156,21 @@ def decode_fields(res: Any, num_draft_tokens: int) -> dict[str, Any]:
         "anchor_flags": res.anchor_flags,
         "video_tokens": res.video_tokens,
         "draft_video_tokens": res.draft_video_tokens,
+        "speculative_decoding_stats": speculative_decoding_stats(res.per_step_accepted, res.per_step_drafted,
+                                                                 num_draft_tokens),
     }
 
 
+def token_rate_speedup(new_tokens: int, decode_s: float, ar_new_tokens: int, ar_decode_s: float) -> Optional[float]:
+    """((new_tokens - 1) / decode_s) / ((ar_new_tokens - 1) / ar_decode_s): decode-loop tokens per second
+    against ar's (the first token of each comes from prefill); None where a rate is undefined."""
+    rate, ar_rate = _ratio(new_tokens - 1, decode_s), _ratio(ar_new_tokens - 1, ar_decode_s)
+    return None if rate is None or not ar_rate else rate / ar_rate
+
+
 def paired_fields(res: Any, ar: Any, text: str, ar_text: str) -> dict[str, Any]:
-    """Fields that compare a method's decode with the `ar` decode of the same sample."""
+    """Fields that compare a method's decode with the `ar` decode of the same sample (schema.PAIRED,
+    less ar_token_texts, which the backend adds)."""
     total = res.prefill_s + res.decode_s
     ar_total = ar.prefill_s + ar.decode_s
     return {
@@ -179,21 +182,7 @@ def paired_fields(res: Any, ar: Any, text: str, ar_text: str) -> dict[str, Any]:
         "ar_total_s": ar_total,
         "speedup_decode": _ratio(ar.decode_s, res.decode_s),
         "speedup_e2e": _ratio(ar_total, total),
+        "token_rate_speedup": token_rate_speedup(len(res.tokens), res.decode_s, len(ar.tokens), ar.decode_s),
         "exact_match_ar": list(res.tokens) == list(ar.tokens) and text == ar_text,
         "edit_sim_ar": edit_similarity(res.tokens, ar.tokens),
     }
-
-
-#: Record keys averaged into lmms-eval's results.json (`throughput.avg_<key>`).
-RUN_MEAN_KEYS = ("tau", "tau_excl", "acceptance_rate", "speedup_decode", "speedup_e2e", "edit_sim_ar", "exact_match_ar")
-
-
-def run_means(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Means over successful records of the keys in RUN_MEAN_KEYS (keys with no value are left out)."""
-    ok = [r for r in records if not r.get("error")]
-    out: dict[str, float] = {"samples": float(len(records)), "failed": float(len(records) - len(ok))}
-    for key in RUN_MEAN_KEYS:
-        values = [float(r[key]) for r in ok if r.get(key) is not None]
-        if values:
-            out[key] = statistics.fmean(values)
-    return out

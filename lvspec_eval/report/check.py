@@ -5,10 +5,14 @@ matched by (task, split, method, target, draft, settings, dtype). Each threshold
 per baseline row:
 
   --max-tau-drop F      (baseline tau_mean - tau_mean) / baseline tau_mean  <= F
-  --max-speedup-drop F  the same relative drop of speedup_<decode|e2e> (ratio of summed times)
+  --max-speedup-drop F  the same relative drop of speedup_decode_pooled, speedup_e2e_pooled or
+                        token_rate_speedup_pooled (--speedup decode|e2e|token_rate)
   --min-retention R     retention >= R  (an unknown retention fails: it cannot be checked)
   --max-drop FIELD=F    the same relative drop check on any numeric summary field (DROP_FIELDS),
-                        e.g. exact_match_ar=0 or retention=1%; repeatable
+                        e.g. exact_match_ar_mean=0 or retention=1%; repeatable
+
+Baselines of schema version 1 (before run-level names carried their aggregation) are read with
+their fields renamed by summary.V1_NAMES (e.g. speedup_decode -> speedup_decode_pooled).
 
 A baseline row absent from the runs fails as `missing` (unless --allow-missing); rows only in
 the runs are listed as `new`. Exit code: 0 every check passed, 1 something regressed or is
@@ -22,15 +26,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from lvspec_eval.report.leaderboard import LEADERBOARD_SCHEMA
-from lvspec_eval.report.load import ReportInputError, canonical
-from lvspec_eval.report.summary import KEY_FIELDS, SUMMARY_SCHEMA, settings_label, short_model
+from lvspec_eval.report.leaderboard import LEADERBOARD_SCHEMA, LEADERBOARD_SCHEMA_VERSION
+from lvspec_eval.report.reading import ReportInputError
+from lvspec_eval.report.runkey import canonical
+from lvspec_eval.report.summary import (KEY_FIELDS, SUMMARY_SCHEMA, SUMMARY_SCHEMA_VERSION, V1_NAMES, settings_label,
+                                        short_model)
 
 TOLERANCE = 1e-9  # float noise allowed on a threshold
 #: Summary fields that --max-drop may watch (higher is better for each).
-DROP_FIELDS = ("tau_mean", "tau_median", "tau_excl_mean", "acceptance_rate", "acceptance_exact", "acceptance_loose",
-               "acceptance_shift", "speedup_decode", "speedup_decode_median", "speedup_e2e", "speedup_e2e_median",
-               "exact_match_ar", "edit_sim_ar", "score", "retention")
+DROP_FIELDS = ("tau_mean", "tau_median", "tau_pooled", "tau_excl_mean", "tau_excl_pooled", "acceptance_rate_pooled",
+               "acceptance_exact", "acceptance_loose", "acceptance_shift", "speedup_decode_pooled",
+               "speedup_decode_median", "speedup_e2e_pooled", "speedup_e2e_median", "token_rate_speedup_pooled",
+               "token_rate_speedup_median", "exact_match_ar_mean", "edit_sim_ar_mean", "score", "retention")
+#: --speedup choice -> the summary field --max-speedup-drop watches.
+SPEEDUP_FIELDS = {"decode": "speedup_decode_pooled", "e2e": "speedup_e2e_pooled", "token_rate": "token_rate_speedup_pooled"}
 FAILING = ("REGRESSED", "unknown", "missing")
 
 
@@ -39,7 +48,7 @@ class Thresholds:
     max_tau_drop: Optional[float] = None
     max_speedup_drop: Optional[float] = None
     min_retention: Optional[float] = None
-    speedup: str = "decode"  # which speedup --max-speedup-drop watches: decode | e2e
+    speedup: str = "decode"  # which speedup --max-speedup-drop watches: a key of SPEEDUP_FIELDS
     max_drops: tuple[tuple[str, float], ...] = ()  # (field of DROP_FIELDS, largest relative drop)
 
     def any(self) -> bool:
@@ -80,7 +89,9 @@ def parse_drop(text: str) -> tuple[str, float]:
     name, sep, value = str(text).partition("=")
     name = name.strip()
     if not sep or name not in DROP_FIELDS:
-        raise ValueError(f"{text!r}: write FIELD=F with FIELD one of {', '.join(DROP_FIELDS)} (e.g. retention=1%)")
+        renamed = f" ({name} is now {V1_NAMES[name]})" if name in V1_NAMES else ""
+        raise ValueError(f"{text!r}: write FIELD=F with FIELD one of {', '.join(DROP_FIELDS)} (e.g. retention=1%)"
+                         + renamed)
     return name, parse_fraction(value)
 
 
@@ -111,11 +122,15 @@ def load_baseline(path: str | Path) -> list[dict[str, Any]]:
         raise ReportInputError(f"{path}: not a baseline: expected the JSON of `lvspec-report summary --format json` "
                                f"(schema {SUMMARY_SCHEMA!r}) or of `lvspec-report leaderboard` "
                                f"(schema {LEADERBOARD_SCHEMA!r}); found schema {schema!r}")
-    if doc.get("schema_version") != 1:
-        raise ReportInputError(f"{path}: {schema} schema_version {doc.get('schema_version')!r} is not supported (1)")
+    version = doc.get("schema_version")
+    current = SUMMARY_SCHEMA_VERSION if schema == SUMMARY_SCHEMA else LEADERBOARD_SCHEMA_VERSION
+    if version not in (1, current):
+        raise ReportInputError(f"{path}: {schema} schema_version {version!r} is not supported (1, {current})")
     if not isinstance(rows, list):
         raise ReportInputError(f"{path}: baseline has no rows")
-    needed = KEY_FIELDS + ("tau_mean", "retention", "speedup_decode", "speedup_e2e")
+    if version == 1:
+        rows = [{V1_NAMES.get(k, k): v for k, v in row.items()} if isinstance(row, dict) else row for row in rows]
+    needed = KEY_FIELDS + ("tau_mean", "retention", "speedup_decode_pooled", "speedup_e2e_pooled")
     for i, row in enumerate(rows):
         missing = [name for name in needed if not isinstance(row, dict) or name not in row]
         if missing:
@@ -160,7 +175,7 @@ def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]], limit
         if limits.max_tau_drop is not None:
             findings.append(_drop_check(row, base_row, "tau_mean", limits.max_tau_drop))
         if limits.max_speedup_drop is not None:
-            findings.append(_drop_check(row, base_row, f"speedup_{limits.speedup}", limits.max_speedup_drop))
+            findings.append(_drop_check(row, base_row, SPEEDUP_FIELDS[limits.speedup], limits.max_speedup_drop))
         if limits.min_retention is not None:
             cur = row["retention"]
             status = "unknown" if cur is None else ("REGRESSED" if cur < limits.min_retention - TOLERANCE else "ok")

@@ -5,7 +5,7 @@
   lvspec-report html        RUNS... --output FILE [--title TEXT] [--tokenizer DIR] [--x auto|retention|...]
   lvspec-report leaderboard RUNS... [--output FILE] [--device-name NAME] [--git-revision REV]
   lvspec-report check --baseline FILE RUNS... [--max-tau-drop 5%] [--max-speedup-drop 10%]
-                      [--min-retention 0.99] [--max-drop FIELD=F]... [--speedup decode|e2e] [--allow-missing]
+                      [--min-retention 0.99] [--max-drop FIELD=F]... [--speedup decode|e2e|token_rate] [--allow-missing]
 
 RUNS are lvspec record files, lmms-eval *_results.json / *_samples_<task>.jsonl files, or folders
 holding them. Exit codes: 0 success, 1 `check` found a regression, 2 bad input or arguments.
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "tau vs answer length (PNG and SVG)")
     p.add_argument("--outdir", default="lvspec_plots", help="folder for the figures (default lvspec_plots)")
     p.add_argument("--formats", default="png,svg", help="comma-separated image formats (default png,svg)")
-    p.add_argument("--x", choices=("auto", "retention", "edit_sim_ar", "exact_match_ar"), default="auto",
+    p.add_argument("--x", choices=("auto", "retention", "edit_sim_ar_mean", "exact_match_ar_mean"), default="auto",
                    help="fidelity axis of the Pareto view (auto: retention where known, else edit similarity)")
     p.set_defaults(func=cmd_plots)
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", metavar="DIR",
                    help="folder with tokenizer.json (or the file) to decode token text of records without "
                         "token_texts (default: the records' target folder when it holds one)")
-    p.add_argument("--x", choices=("auto", "retention", "edit_sim_ar", "exact_match_ar"), default="auto",
+    p.add_argument("--x", choices=("auto", "retention", "edit_sim_ar_mean", "exact_match_ar_mean"), default="auto",
                    help="fidelity axis of the Pareto plot (as in `plots`)")
     p.set_defaults(func=cmd_html)
 
@@ -96,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-speedup-drop", type=_fraction, metavar="F", help="largest relative drop of the speedup")
     p.add_argument("--min-retention", type=_fraction, metavar="R", help="smallest task-score retention (0.99 or 99%%)")
     p.add_argument("--max-drop", type=_drop, action="append", default=[], metavar="FIELD=F",
-                   help="largest relative drop of another summary field, e.g. retention=1%% or exact_match_ar=0 "
+                   help="largest relative drop of another summary field, e.g. retention=1%% or exact_match_ar_mean=0 "
                         "(repeatable)")
-    p.add_argument("--speedup", choices=("decode", "e2e"), default="decode",
-                   help="speedup watched by --max-speedup-drop (default decode)")
+    p.add_argument("--speedup", choices=("decode", "e2e", "token_rate"), default="decode",
+                   help="speedup watched by --max-speedup-drop: speedup_decode_pooled, speedup_e2e_pooled or "
+                        "token_rate_speedup_pooled (default decode)")
     p.add_argument("--allow-missing", action="store_true", help="baseline rows absent from RUNS do not fail")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_summary(args: argparse.Namespace) -> Any:
     """Read RUNS, pair them, print the input warnings and summarize (the steps every subcommand shares)."""
-    from lvspec_eval.report.load import ReportInputError, build_groups, load_inputs
+    from lvspec_eval.report.inputs import ReportInputError, load_inputs
+    from lvspec_eval.report.pairing import build_groups
     from lvspec_eval.report.summary import summarize
 
     inputs = load_inputs(args.runs, metric=args.metric)
@@ -195,7 +197,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from lvspec_eval.report.load import ReportInputError
+    from lvspec_eval.report.reading import ReportInputError
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,4 +1,4 @@
-"""Leaderboard JSON (schema `lvspec-leaderboard`, version 1; documented in docs/report.md).
+"""Leaderboard JSON (schema `lvspec-leaderboard`, version 2; documented in docs/report.md).
 
 One entry per summary row, i.e. per (task, method) for each target, drafter and settings, with
 the models, settings, hardware, library versions and metrics; the document carries the
@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lvspec_eval import __version__
-from lvspec_eval.report.summary import ACCOUNTING, CONFIDENCE, Summary
+from lvspec_eval.report.summary import ACCOUNTING, AR_FIELDS, ACCEPTANCE_FIELDS, CONFIDENCE, Summary
 
 LEADERBOARD_SCHEMA = "lvspec-leaderboard"
-LEADERBOARD_SCHEMA_VERSION = 1
+LEADERBOARD_SCHEMA_VERSION = 2  # 2: the summary's version-2 metric names
 
 #: Summary row fields copied into each entry's `metrics` (same names, same meaning).
 METRIC_FIELDS = (
-    "samples", "failed", "tau_mean", "tau_median", "tau_excl_mean",
-    "acceptance_rate", "acceptance_exact", "acceptance_loose", "acceptance_shift",
-    "speedup_pairs", "speedup_source", "speedup_decode", "speedup_decode_ci", "speedup_decode_median",
-    "speedup_e2e", "speedup_e2e_ci", "speedup_e2e_median",
-    "fidelity_pairs", "exact_match_ar", "edit_sim_ar",
+    "samples", "failed", *ACCEPTANCE_FIELDS, "speedup_pairs", "speedup_source", "fidelity_pairs", *AR_FIELDS,
+    "speedup_decode_pooled_ci", "speedup_e2e_pooled_ci", "token_rate_speedup_pooled_ci",
     "metric", "score", "score_source", "ar_score", "retention", "retention_ci", "retention_pairs",
 )
 #: Installed versions recorded under `report_environment` (read from metadata, nothing imported).

@@ -15,14 +15,14 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from lvspec_eval.report.load import Group
+from lvspec_eval.report.pairing import Group
 from lvspec_eval.report.summary import Summary, short_model
 
 #: x axes of the Pareto view: a row field in [0, 1] and its axis label.
 FIDELITY_AXES = {
     "retention": "task-score retention (method / ar)",
-    "edit_sim_ar": "token edit similarity to ar",
-    "exact_match_ar": "exact match with ar",
+    "edit_sim_ar_mean": "token edit similarity to ar",
+    "exact_match_ar_mean": "exact match with ar",
 }
 MARKERS = {"ar": "s", "sd": "o", "specvlm": "D", "lvspec": "*", "fly": "^", "fly_plus": "v", "random": "x"}
 
@@ -61,12 +61,12 @@ def pareto_figure(rows: list[dict[str, Any]], x: str = "retention", speedup: str
     fig, ax = _figure(f"{first['task']} - {short_model(first['target'])}")
     points = []
     for row in rows:
-        xv, yv = row[x], row[f"speedup_{speedup}"]
+        xv, yv = row[x], row[f"speedup_{speedup}_pooled"]
         if xv is None or yv is None:
             continue
         points.append((xv, yv))
         xerr = _err(xv, row.get("retention_ci")) if x == "retention" else None
-        ax.errorbar(xv, yv, xerr=xerr, yerr=_err(yv, row[f"speedup_{speedup}_ci"]), fmt=MARKERS.get(row["method"], "o"),
+        ax.errorbar(xv, yv, xerr=xerr, yerr=_err(yv, row[f"speedup_{speedup}_pooled_ci"]), fmt=MARKERS.get(row["method"], "o"),
                     markersize=8, capsize=3, label=series_label(row))
     front = pareto_front(points)
     if len(front) > 1:
@@ -159,8 +159,8 @@ def pick_fidelity(rows: list[dict[str, Any]], wanted: str) -> str:
     """`wanted`, or for 'auto': retention when every row with a speedup has one, else edit similarity."""
     if wanted != "auto":
         return wanted
-    timed = [r for r in rows if r["speedup_decode"] is not None]
-    return "retention" if timed and all(r["retention"] is not None for r in timed) else "edit_sim_ar"
+    timed = [r for r in rows if r["speedup_decode_pooled"] is not None]
+    return "retention" if timed and all(r["retention"] is not None for r in timed) else "edit_sim_ar_mean"
 
 
 def figures(summary: Summary, x: str = "auto") -> Iterable[tuple[str, Any, Optional[str]]]:

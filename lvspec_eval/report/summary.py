@@ -1,14 +1,10 @@
 """One summary row per group (task, split, method, target, drafter, settings), and its renderings.
 
-Every column is defined in docs/report.md. In short, over the row's successful samples:
-  tau_mean / tau_median   per-sample tau (tokens per target verification forward, bonus included)
-  tau_excl_mean           per-sample tau_excl (accepted draft tokens per round)
-  acceptance_*            pooled: sum(accepted_*) / sum(proposed); exact + loose + shift = rate
-  speedup_*               over samples with `ar` timings: sum(ar time) / sum(method time), and the
-                          median of per-sample ratios; decode (prefill excluded) and e2e (included)
-  exact_match_ar, edit_sim_ar   mean over samples with an `ar` output to compare with
-  score, retention        lmms-eval task score; retention = score / `ar` score over paired docs
-Bootstrap intervals resample the row's paired samples (percentile, fixed seed).
+Every run-level statistic is named and defined once in `lvspec_eval.glossary.METRICS` and computed
+by `lvspec_eval.metrics.aggregate` over the row's successful samples; docs/report.md lists the row.
+Each sample is compared with `ar` through its own paired_baseline fields, else through the `ar`
+record of the same doc (filled into the sample's ar_* fields here). The task score and retention
+come from lmms-eval's outputs. Bootstrap intervals resample the row's samples (percentile, fixed seed).
 """
 
 from __future__ import annotations
@@ -16,33 +12,33 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Optional
 
-import numpy as np
-
-from lvspec_eval import __version__
+from lvspec_eval import __version__, glossary
 from lvspec_eval.config import LVSpecArgs
-from lvspec_eval.report.load import Group
+from lvspec_eval.metrics import aggregate
+from lvspec_eval.metrics.aggregate import CONFIDENCE, bootstrap_ratio, mean, ratio
+from lvspec_eval.report.pairing import Group
 
 SUMMARY_SCHEMA = "lvspec-summary"
-SUMMARY_SCHEMA_VERSION = 1
+#: 2: run-level statistics carry their aggregation in their name (tau_pooled, speedup_decode_pooled,
+#: exact_match_ar_mean, ...); check reads version 1 files through V1_NAMES.
+SUMMARY_SCHEMA_VERSION = 2
 FORMATS = ("table", "markdown", "csv", "latex", "json")
-CONFIDENCE = 0.95
 
 #: Fields that identify a row (the key `check` matches baseline rows by).
 KEY_FIELDS = ("task", "split", "method", "target", "draft", "settings", "dtype")
-
-ACCOUNTING = {
-    "tau": "tokens emitted per target verification forward, correction/bonus included (ar: 1.0)",
-    "tau_excl": "accepted draft tokens per round (SpecVLM/LVSpec convention)",
-    "acceptance": "pooled over samples: sum(accepted) / sum(proposed), split exact / loose / shift",
-    "speedup": "ar time / method time for the same sample: ratio of summed times, and median of "
-               "per-sample ratios; decode excludes prefill (paper convention), e2e includes it",
-    "retention": "method task score / ar task score of the same task and target, over paired docs",
+#: Row fields of schema version 1 that were renamed in version 2 (old -> new).
+V1_NAMES = {
+    "acceptance_rate": "acceptance_rate_pooled",
+    "speedup_decode": "speedup_decode_pooled", "speedup_decode_ci": "speedup_decode_pooled_ci",
+    "speedup_e2e": "speedup_e2e_pooled", "speedup_e2e_ci": "speedup_e2e_pooled_ci",
+    "exact_match_ar": "exact_match_ar_mean", "edit_sim_ar": "edit_sim_ar_mean",
 }
+#: The definitions written into summary and leaderboard files (glossary.METRICS).
+ACCOUNTING = dict(glossary.METRICS)
 
 
 @dataclass
@@ -66,40 +62,6 @@ class Summary:
         }
 
 
-# -- statistics ---------------------------------------------------------------------------------
-
-def mean(values: list[float]) -> Optional[float]:
-    return statistics.fmean(values) if values else None
-
-
-def median(values: list[float]) -> Optional[float]:
-    return float(statistics.median(values)) if values else None
-
-
-def ratio(num: float, den: float) -> Optional[float]:
-    return num / den if den else None
-
-
-def bootstrap_ratio(num: list[float], den: list[float], resamples: int, seed: int) -> Optional[list[float]]:
-    """95% percentile interval of sum(num) / sum(den), resampling the paired entries with replacement.
-
-    `resamples` draws of len(num) indices from numpy's default_rng(seed); resamples whose
-    denominator sums to 0 are dropped. None when there is nothing to resample."""
-    n = len(num)
-    if n == 0 or resamples <= 0:
-        return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))  # [B, n]
-    num_sums = np.asarray(num, dtype=float)[idx].sum(axis=1)  # [B]
-    den_sums = np.asarray(den, dtype=float)[idx].sum(axis=1)  # [B]
-    keep = den_sums != 0
-    if not keep.any():
-        return None
-    tail = (1.0 - CONFIDENCE) / 2 * 100
-    lo, hi = np.percentile(num_sums[keep] / den_sums[keep], [tail, 100 - tail])
-    return [float(lo), float(hi)]
-
-
 # -- one row --------------------------------------------------------------------------------------
 
 def settings_label(method: str, params: dict[str, Any], dtype: str) -> str:
@@ -116,31 +78,20 @@ def settings_label(method: str, params: dict[str, Any], dtype: str) -> str:
     return " ".join(parts) or ("-" if method == "ar" else "defaults")
 
 
-def ar_pair(record: dict[str, Any], ar_record: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """The `ar` side of one successful sample: from its paired_baseline fields, else from the
-    separate `ar` run's record of the same doc (None when neither exists)."""
+def with_ar(record: dict[str, Any], ar_record: Optional[dict[str, Any]]) -> tuple[dict[str, Any], Optional[str]]:
+    """A successful record with its `ar` side, and where that came from: its own paired_baseline fields
+    ('paired_baseline'), else the ar_* fields filled from the separate `ar` run's record of the same
+    doc ('ar run'), else the record as it is (None)."""
     if "ar_decode_s" in record:
-        return {"source": "paired_baseline", "decode_s": record["ar_decode_s"], "total_s": record["ar_total_s"],
-                "exact_match": bool(record["exact_match_ar"]), "edit_sim": float(record["edit_sim_ar"])}
+        return record, "paired_baseline"
     if ar_record is None or ar_record.get("error"):
-        return None
+        return record, None
     from lvspec_eval.metrics.records import edit_similarity
 
-    return {"source": "ar run", "decode_s": ar_record["decode_s"], "total_s": ar_record["total_s"],
-            "exact_match": record["tokens"] == ar_record["tokens"] and record["text"] == ar_record["text"],
-            "edit_sim": edit_similarity(record["tokens"], ar_record["tokens"])}
-
-
-def speedups(pairs: list[tuple[float, float]], resamples: int, seed: int) -> dict[str, Any]:
-    """Speedup statistics of (ar time, method time) pairs; pairs with a zero method time are dropped."""
-    pairs = [(a, m) for a, m in pairs if m > 0]
-    ar_times = [a for a, _ in pairs]
-    times = [m for _, m in pairs]
-    return {
-        "ratio": ratio(sum(ar_times), sum(times)) if pairs else None,
-        "ci": bootstrap_ratio(ar_times, times, resamples, seed),
-        "median": median([a / m for a, m in pairs]),
-    }
+    return {**record, "ar_decode_s": ar_record["decode_s"], "ar_total_s": ar_record["total_s"],
+            "ar_new_tokens": ar_record["new_tokens"], "ar_tokens": ar_record["tokens"],
+            "exact_match_ar": record["tokens"] == ar_record["tokens"] and record["text"] == ar_record["text"],
+            "edit_sim_ar": edit_similarity(record["tokens"], ar_record["tokens"])}, "ar run"
 
 
 def score_fields(group: Group, resamples: int, seed: int) -> tuple[dict[str, Any], list[str]]:
@@ -198,10 +149,19 @@ def score_fields(group: Group, resamples: int, seed: int) -> tuple[dict[str, Any
     return out, notes
 
 
+#: Row fields of the acceptance statistics (aggregate.STATISTICS), in row order.
+ACCEPTANCE_FIELDS = ("tau_mean", "tau_median", "tau_pooled", "tau_excl_mean", "tau_excl_pooled",
+                     "acceptance_rate_pooled", "acceptance_exact", "acceptance_loose", "acceptance_shift")
+#: Row fields of the comparison with `ar` (aggregate.STATISTICS), in row order.
+AR_FIELDS = ("speedup_decode_pooled", "speedup_decode_median", "speedup_e2e_pooled", "speedup_e2e_median",
+             "token_rate_speedup_pooled", "token_rate_speedup_median", "new_tokens_mean", "ar_new_tokens_mean",
+             "exact_match_ar_mean", "edit_sim_ar_mean")
+
+
 def summarize_group(group: Group, resamples: int, seed: int) -> tuple[dict[str, Any], list[str]]:
     key = group.key
     records = list(group.records.values())
-    ok = [r for r in records if not r.get("error")]
+    ok = aggregate.successful(records)
     notes: list[str] = []
     versions = sorted({str(r.get("lvspec_eval_version")) for r in records})
     if len(versions) > 1:
@@ -213,50 +173,40 @@ def summarize_group(group: Group, resamples: int, seed: int) -> tuple[dict[str, 
         "samples": len(records), "failed": len(records) - len(ok),
     }
 
-    # 1. Acceptance: per-sample tau, pooled acceptance rates.
-    taus = [float(r["tau"]) for r in ok if r["tau"] is not None]
-    proposed = sum(r["proposed"] for r in ok)
-    row.update(
-        tau_mean=mean(taus), tau_median=median(taus),
-        tau_excl_mean=mean([float(r["tau_excl"]) for r in ok if r["tau_excl"] is not None]),
-        acceptance_rate=ratio(sum(r["accepted_exact"] + r["accepted_loose"] + r["accepted_shift"] for r in ok), proposed),
-        acceptance_exact=ratio(sum(r["accepted_exact"] for r in ok), proposed),
-        acceptance_loose=ratio(sum(r["accepted_loose"] for r in ok), proposed),
-        acceptance_shift=ratio(sum(r["accepted_shift"] for r in ok), proposed),
-    )
+    # 1. Acceptance, over every successful sample.
+    row.update(aggregate.compute(ok, ACCEPTANCE_FIELDS))
 
-    # 2. Speedup and fidelity against `ar`, sample by sample.
-    if key.method == "ar":
-        row.update(speedup_pairs=len(ok), speedup_source="self",
-                   speedup_decode=1.0, speedup_decode_ci=[1.0, 1.0], speedup_decode_median=1.0,
-                   speedup_e2e=1.0, speedup_e2e_ci=[1.0, 1.0], speedup_e2e_median=1.0,
-                   fidelity_pairs=len(ok), exact_match_ar=1.0, edit_sim_ar=1.0)
+    # 2. Speedup, token rate and fidelity against `ar`, sample by sample.
+    if key.method == "ar":  # its own baseline
+        lengths = aggregate.mean([float(r["new_tokens"]) for r in ok])
+        row.update(speedup_pairs=len(ok), speedup_source="self", fidelity_pairs=len(ok),
+                   new_tokens_mean=lengths, ar_new_tokens_mean=lengths, exact_match_ar_mean=1.0, edit_sim_ar_mean=1.0)
+        for name in ("speedup_decode", "speedup_e2e", "token_rate_speedup"):
+            row.update({f"{name}_pooled": 1.0, f"{name}_pooled_ci": [1.0, 1.0], f"{name}_median": 1.0})
     else:
-        pairs, other_limit = [], 0
+        compared, sources, other_limit = [], set(), 0
         for r in ok:
             other = group.ar_records.get(r["doc_id"])
-            pair = ar_pair(r, other)
-            if pair is None:
+            view, source = with_ar(r, other)
+            if source is None:
                 continue
-            if pair["source"] == "ar run" and other.get("max_new_tokens") != r.get("max_new_tokens"):
+            if source == "ar run" and other.get("max_new_tokens") != r.get("max_new_tokens"):
                 other_limit += 1
-            pairs.append((r, pair))
+            compared.append(view)
+            sources.add(source)
         if other_limit:
             notes.append(f"{other_limit} sample(s) were decoded with another max_new_tokens than in the ar run")
-        decode = speedups([(p["decode_s"], r["decode_s"]) for r, p in pairs], resamples, seed)
-        e2e = speedups([(p["total_s"], r["total_s"]) for r, p in pairs], resamples, seed)
-        sources = sorted({p["source"] for _, p in pairs})
-        row.update(speedup_pairs=len(pairs), speedup_source=" + ".join(sources) or None,
-                   speedup_decode=decode["ratio"], speedup_decode_ci=decode["ci"], speedup_decode_median=decode["median"],
-                   speedup_e2e=e2e["ratio"], speedup_e2e_ci=e2e["ci"], speedup_e2e_median=e2e["median"],
-                   fidelity_pairs=len(pairs),
-                   exact_match_ar=mean([float(p["exact_match"]) for _, p in pairs]),
-                   edit_sim_ar=mean([p["edit_sim"] for _, p in pairs]))
-        if ok and not pairs:
+        row.update(speedup_pairs=len(compared), speedup_source=" + ".join(sorted(sources)) or None,
+                   fidelity_pairs=len(compared))
+        row.update(aggregate.compute(compared, AR_FIELDS))
+        row.update(speedup_decode_pooled_ci=aggregate.speedup_pooled_ci(compared, "decode", resamples, seed),
+                   speedup_e2e_pooled_ci=aggregate.speedup_pooled_ci(compared, "e2e", resamples, seed),
+                   token_rate_speedup_pooled_ci=aggregate.token_rate_speedup_pooled_ci(compared, resamples, seed))
+        if ok and not compared:
             notes.append(f"no ar timings: decode with paired_baseline=true, or give the records of an ar run "
                          f"of task {group.task} (split {group.split}) with target {key.target}, dtype {key.dtype}")
-        elif len(pairs) < len(ok):
-            notes.append(f"{len(ok) - len(pairs)} of {len(ok)} successful samples have no ar timings")
+        elif len(compared) < len(ok):
+            notes.append(f"{len(ok) - len(compared)} of {len(ok)} successful samples have no ar timings")
 
     # 3. Task score and retention.
     scores, score_notes = score_fields(group, resamples, seed)
@@ -311,33 +261,55 @@ def _with_ci(value: Optional[float], ci: Optional[list[float]], digits: int = 2,
 
 
 def _acceptance(row: dict[str, Any]) -> str:
-    if row["acceptance_rate"] is None:
+    if row["acceptance_rate_pooled"] is None:
         return "-"
-    return (f"{row['acceptance_rate']:.3f} ({row['acceptance_exact']:.3f}/"
+    return (f"{row['acceptance_rate_pooled']:.3f} ({row['acceptance_exact']:.3f}/"
             f"{row['acceptance_loose']:.3f}/{row['acceptance_shift']:.3f})")
 
 
-#: (header, cell) of the human-readable formats (table, markdown, latex); CSV and JSON carry every field.
+def _tokens(row: dict[str, Any]) -> str:
+    if row["new_tokens_mean"] is None:
+        return "-"
+    return f"{row['new_tokens_mean']:.1f} ({_num(row['ar_new_tokens_mean'], 1)})"
+
+
+#: (header, row fields shown, cell) of the human-readable formats (table, markdown, latex, the HTML
+#: page, whose header tooltips are the fields' glossary definitions); CSV and JSON carry every field.
 DISPLAY_COLUMNS = (
-    ("task", lambda r: r["task"]),
-    ("method", lambda r: r["method"]),
-    ("target", lambda r: short_model(r["target"])),
-    ("draft", lambda r: short_model(r["draft"])),
-    ("settings", lambda r: r["settings_label"]),
-    ("n", lambda r: str(r["samples"])),
-    ("failed", lambda r: str(r["failed"])),
-    ("tau mean/med", lambda r: "-" if r["tau_mean"] is None else f"{r['tau_mean']:.2f} / {r['tau_median']:.2f}"),
-    ("tau_excl", lambda r: _num(r["tau_excl_mean"])),
-    ("accept (exact/loose/shift)", _acceptance),
-    ("speedup dec [95% CI]", lambda r: _with_ci(r["speedup_decode"], r["speedup_decode_ci"], suffix="x")),
-    ("med dec", lambda r: _num(r["speedup_decode_median"], suffix="x")),
-    ("speedup e2e [95% CI]", lambda r: _with_ci(r["speedup_e2e"], r["speedup_e2e_ci"], suffix="x")),
-    ("med e2e", lambda r: _num(r["speedup_e2e_median"], suffix="x")),
-    ("EM ar", lambda r: _num(r["exact_match_ar"], 3)),
-    ("edit sim ar", lambda r: _num(r["edit_sim_ar"], 3)),
-    ("score", lambda r: "-" if r["score"] is None else f"{r['score']:.4g}"),
-    ("retention % [95% CI]", lambda r: _with_ci(r["retention"], r["retention_ci"], digits=1, scale=100.0)),
+    ("task", (), lambda r: r["task"]),
+    ("method", (), lambda r: r["method"]),
+    ("target", (), lambda r: short_model(r["target"])),
+    ("draft", (), lambda r: short_model(r["draft"])),
+    ("settings", (), lambda r: r["settings_label"]),
+    ("n", (), lambda r: str(r["samples"])),
+    ("failed", (), lambda r: str(r["failed"])),
+    ("tau mean/med", ("tau_mean", "tau_median"),
+     lambda r: "-" if r["tau_mean"] is None else f"{r['tau_mean']:.2f} / {r['tau_median']:.2f}"),
+    ("tau pooled", ("tau_pooled",), lambda r: _num(r["tau_pooled"])),
+    ("tau_excl mean", ("tau_excl_mean",), lambda r: _num(r["tau_excl_mean"])),
+    ("accept (exact/loose/shift)", ("acceptance_rate_pooled", "acceptance_exact", "acceptance_loose",
+                                    "acceptance_shift"), _acceptance),
+    ("tokens (ar)", ("new_tokens_mean", "ar_new_tokens_mean"), _tokens),
+    ("speedup dec [95% CI]", ("speedup_decode_pooled",),
+     lambda r: _with_ci(r["speedup_decode_pooled"], r["speedup_decode_pooled_ci"], suffix="x")),
+    ("med dec", ("speedup_decode_median",), lambda r: _num(r["speedup_decode_median"], suffix="x")),
+    ("token rate [95% CI]", ("token_rate_speedup_pooled",),
+     lambda r: _with_ci(r["token_rate_speedup_pooled"], r["token_rate_speedup_pooled_ci"], suffix="x")),
+    ("speedup e2e [95% CI]", ("speedup_e2e_pooled",),
+     lambda r: _with_ci(r["speedup_e2e_pooled"], r["speedup_e2e_pooled_ci"], suffix="x")),
+    ("med e2e", ("speedup_e2e_median",), lambda r: _num(r["speedup_e2e_median"], suffix="x")),
+    ("EM ar", ("exact_match_ar_mean",), lambda r: _num(r["exact_match_ar_mean"], 3)),
+    ("edit sim ar", ("edit_sim_ar_mean",), lambda r: _num(r["edit_sim_ar_mean"], 3)),
+    ("score", ("score",), lambda r: "-" if r["score"] is None else f"{r['score']:.4g}"),
+    ("retention % [95% CI]", ("retention",),
+     lambda r: _with_ci(r["retention"], r["retention_ci"], digits=1, scale=100.0)),
 )
+
+
+def column_title(fields: tuple[str, ...]) -> str:
+    """The glossary definitions of a display column's fields (the HTML header's tooltip)."""
+    return "; ".join(f"{name}: {glossary.METRICS[name]}" for name in fields)
+
 
 _TABLEFMT = {"table": "simple", "markdown": "github", "latex": "latex_booktabs", "html": "html"}
 
@@ -346,8 +318,8 @@ def render_table(rows: list[dict[str, Any]], fmt: str) -> str:
     """The display columns of `rows` in a tabulate format (table, markdown, latex, html)."""
     from tabulate import tabulate
 
-    cells = [[cell(r) for _, cell in DISPLAY_COLUMNS] for r in rows]
-    return tabulate(cells, headers=[h for h, _ in DISPLAY_COLUMNS], tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+    cells = [[cell(r) for _, _, cell in DISPLAY_COLUMNS] for r in rows]
+    return tabulate(cells, headers=[h for h, _, _ in DISPLAY_COLUMNS], tablefmt=_TABLEFMT[fmt], disable_numparse=True)
 
 
 def flat_row(row: dict[str, Any]) -> dict[str, Any]:
