@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo testbed testbed-llava testbed-task sweep clean
+.PHONY: venv test demo testbed testbed-llava testbed-task sweep reproduce-paper clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ testbed-task: venv
 # The settings sweep behind reports/testbed.md
 sweep: venv
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m testbed.sweep
+
+# The paper's evaluation on GPUs with the real checkpoints (docs/benchmarks.md); ARGS=--dry-run rehearses it on the CPU
+reproduce-paper: venv
+	$(BIN)/python -m benchmarks.reproduce_paper $(ARGS)
 
 clean:
 	rm -rf $(VENV) lvspec_runs
