@@ -4,6 +4,7 @@ import pytest
 
 from lvspec_eval.config import ArgsError, LVSpecArgs
 from lvspec_eval.adapters.loading import TokenizerMismatchError, check_same_tokenizer, tokenizer_differences
+from lvspec_eval.engine import build_method
 from lvspec_eval.lmms.backend import LVSpecBackend, cut_at_until, default_stats_path, sample_seed
 
 
@@ -17,7 +18,7 @@ class _Adapter:
 
 def backend(**args):
     b = object.__new__(LVSpecBackend)  # glue only: no model loading
-    b.args = LVSpecArgs(**args)
+    b.method = build_method(LVSpecArgs(**args))
     b.target = _Adapter()
     return b
 
