@@ -177,3 +177,30 @@ def test_the_backend_runs_the_builders_default_lvspec(tiny_target, tiny_draft, c
         assert (kw["capture_layer"], kw["video_attention_layer"]) == (expected.capture_layer, expected.probe_layer)
     records = read_records(tmp_path / "r.jsonl")
     assert [r["params"] for r in records] == [expected.args.rule_params()] * 2 and not any(r.get("error") for r in records)
+
+
+def test_paired_baseline_alternates_its_order_after_one_warm_up(tiny_target, tiny_draft, clips, tmp_path,
+                                                               monkeypatch):
+    """paired_baseline: one unrecorded warm-up decode of the method, then ar first on every other doc
+    (by doc index, not by decode order); the records hold one row per doc with the paired fields,
+    and the order does not change any token."""
+    from lvspec_eval.lmms.qwen import LVSpecQwen
+    from lvspec_eval.metrics.records import read_records
+
+    stats = tmp_path / "paired.jsonl"
+    backend = LVSpecQwen(pretrained=tiny_target, draft_pretrained=tiny_draft, method="sd", dtype="float32",
+                         device_map="cpu", num_draft_tokens=4, paired_baseline=True, stats_path=str(stats),
+                         **VIDEO_ARGS)
+    calls = []
+    real = Method.decode
+    monkeypatch.setattr(Method, "decode", lambda self, *a, **kw: calls.append(self.name) or real(self, *a, **kw))
+    requests = _requests(backend, clips, 5)
+    backend.generate_until(requests[1:3])  # docs 1, 2: the warm-up comes first
+    backend.generate_until(requests[3:] + requests[:1])  # docs 3, 4, 0: no second warm-up
+    assert calls == ["sd",  # warm-up
+                     "ar", "sd", "sd", "ar",  # doc 1 (odd: ar first), doc 2
+                     "ar", "sd", "sd", "ar", "sd", "ar"]  # docs 3, 4, 0
+    records = read_records(stats)
+    assert sorted(r["doc_id"] for r in records) == [0, 1, 2, 3, 4]
+    for r in records:
+        assert r["exact_match_ar"] is True and r["text"] == r["ar_text"] and not r.get("error")

@@ -45,6 +45,14 @@ def sample_seed(seed: int, task: str, split: str, doc_id: Any) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{task}/{split}/{doc_id}".encode())) % (2**63)
 
 
+def ar_first(doc_id: Any, world_size: int = 1) -> bool:
+    """Whether the paired baseline decodes `ar` before the method on this sample: on every other doc
+    of this process's share (lmms-eval deals docs to ranks in turn), by a rule that does not depend on
+    the order samples are decoded in. A doc id that is not an integer counts by its CRC-32."""
+    index = doc_id if isinstance(doc_id, int) else zlib.crc32(str(doc_id).encode())
+    return (index // max(1, world_size)) % 2 == 1
+
+
 def cut_at_until(text: str, until: tuple[str, ...]) -> str:
     cut = len(text)
     for stop in until:
@@ -92,6 +100,7 @@ class LVSpecBackend(lmms):
             logger.warning(f"lvspec: {self.stats_path} ended in a partial line (a killed run); dropped its {dropped} bytes")
 
         self.target, self.draft = load_pair(args, self.adapter_class, target_map, draft_map)
+        self._warmed_up = False  # the paired baseline's warm-up decode (once per run)
         logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
                     f"per-sample records -> {self.stats_path.resolve()}")
 
@@ -139,7 +148,8 @@ class LVSpecBackend(lmms):
             try:
                 doc = self.task_dict[task][split][doc_id]
                 inputs = prepare_inputs(self.target, doc_to_messages(doc))
-                text, fields = self._decode_sample(inputs, cfg, sample_seed(self.args.seed, task, split, doc_id))
+                text, fields = self._decode_sample(inputs, cfg, sample_seed(self.args.seed, task, split, doc_id),
+                                                   ar_first=ar_first(doc_id, self._world_size))
                 record.update(fields)
                 n_tokens = fields["new_tokens"]
             except Exception as exc:  # one bad sample is recorded and the run goes on
@@ -216,7 +226,11 @@ class LVSpecBackend(lmms):
             return self.args.max_length
         return getattr(self.target.model.config.get_text_config(), "max_position_embeddings", None)
 
-    def _decode_sample(self, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> tuple[str, dict[str, Any]]:
+    def _decode_sample(self, inputs: dict[str, Any], cfg: DecodeConfig, seed: int,
+                       ar_first: bool = False) -> tuple[str, dict[str, Any]]:
+        """Decode one sample (and, with paired_baseline, its `ar` twin, first when `ar_first`: the
+        order alternates so that neither side always runs on a warmer machine; the run's first paired
+        sample is preceded by one warm-up decode that is not recorded). Returns (text, record fields)."""
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         limit = self.context_limit()
         if limit and prompt_tokens + cfg.max_new_tokens > limit:
@@ -224,8 +238,15 @@ class LVSpecBackend(lmms):
                 f"prompt ({prompt_tokens} tokens, video included) + max_new_tokens ({cfg.max_new_tokens}) exceeds the "
                 f"context limit ({limit}); lower max_num_frames or max_pixels, or max_new_tokens"
             )
-        run = self._decoded(self.method, inputs, cfg, seed)
-        ar = self._decoded(self.ar, inputs, cfg, seed) if self.args.paired_baseline and self.method.drafts else None
+        if not (self.args.paired_baseline and self.method.drafts):
+            run, ar = self._decoded(self.method, inputs, cfg, seed), None
+        else:
+            if not self._warmed_up:
+                self._warmed_up = True
+                self._decoded(self.method, inputs, cfg, seed)  # warm-up, not recorded
+            order = (self.ar, self.method) if ar_first else (self.method, self.ar)
+            done = {m.name: self._decoded(m, inputs, cfg, seed) for m in order}
+            run, ar = done[self.method.name], done[self.ar.name]
         fields = sample_fields(run, cfg.num_draft_tokens if self.method.drafts else 0, prompt_tokens, ar)
         return run.text, fields
 
