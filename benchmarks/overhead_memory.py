@@ -3,7 +3,8 @@
 Prints two tables:
 1. per method, the share of decode wall time spent OUTSIDE model forwards (drafting + verify
    forwards are "inside"; the rest is the engine: argmax, rule, bookkeeping, cache crops);
-   medians over samples, all methods measured in one process;
+   medians over samples, all methods measured in one process, each built by `build_method` from the
+   default model args (so `lvspec` is the path users run by default);
 2. peak memory of `ar` and `sd`, each in a fresh process (CPU: peak RSS; CUDA: peak allocated),
    after loading the models and during decoding, with the KV-cache size computed from the config.
 
@@ -54,26 +55,18 @@ def inputs_for(target, n: int, cache: Path):
     return out
 
 
-def rule_for(method: str):
-    from lvspec_eval.acceptance import build_rule
+def method_for(name: str, k: int):
+    """The method as users run it: built from the model args' defaults (`method=name`, K=k)."""
     from lvspec_eval.config import LVSpecArgs
+    from lvspec_eval.engine import build_method
 
-    return build_rule(LVSpecArgs(method=method))
-
-
-def anchor_factory(prefill, session):
-    from lvspec_eval.relevance import build_anchor_finder
-
-    return build_anchor_finder(visual=prefill.visual_features, prompt_reps=session.embed(prefill.prompt_ids[prefill.text_mask]),
-                               top_n=10, rule="rank", relax_ratio=0.7, side="both", repr_kind="embedding",
-                               embed=session.embed)
+    return build_method(LVSpecArgs(method=name, num_draft_tokens=k))
 
 
 def overhead(args) -> None:
     import torch
 
     from lvspec_eval.config import DecodeConfig
-    from lvspec_eval.engine import decode
     from lvspec_eval.metrics.aggregate import tau_median
     from lvspec_eval.metrics.records import decode_fields
 
@@ -82,17 +75,17 @@ def overhead(args) -> None:
     samples = inputs_for(target, args.samples, Path(args.cache))
     cfg = DecodeConfig(max_new_tokens=args.new_tokens, eos_ids=(), num_draft_tokens=args.k)
     rows = []
-    decode(target, samples[0], cfg)  # warm-up
-    for method in ("ar", "sd", "lvspec", "fly", "random"):
+    method_for("ar", args.k).decode(target, None, samples[0], cfg, seed=0)  # warm-up
+    for name in ("ar", "sd", "lvspec", "fly", "random"):
+        method = method_for(name, args.k)
         shares, per_round, records = [], [], []
         for i, inp in enumerate(samples):
-            r = decode(target, inp, cfg, draft=None if method == "ar" else draft, rule=rule_for(method),
-                       anchor_factory=anchor_factory, generator=torch.Generator().manual_seed(i), profile=True)
+            r = method.decode(target, draft, inp, cfg, seed=i, profile=True)
             inside = r.draft_forward_s + r.target_forward_s
             shares.append((r.decode_s - inside) / r.decode_s)
             per_round.append(r.decode_s / r.rounds)
-            records.append(decode_fields(r, 0 if method == "ar" else args.k))
-        rows.append([method, f"{tau_median(records):.2f}", f"{1e3 * statistics.median(per_round):.2f}",
+            records.append(decode_fields(r, 0 if name == "ar" else args.k))
+        rows.append([name, f"{tau_median(records):.2f}", f"{1e3 * statistics.median(per_round):.2f}",
                      f"{100 * statistics.median(shares):.1f}%", f"{100 * max(shares):.1f}%"])
     from tabulate import tabulate
 
@@ -145,7 +138,6 @@ def memory_child(args) -> None:
     import torch
 
     from lvspec_eval.config import DecodeConfig
-    from lvspec_eval.engine import decode
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
     probe = PeakSampler(cuda)
@@ -156,9 +148,10 @@ def memory_child(args) -> None:
     loaded = probe.now()
     cfg = DecodeConfig(max_new_tokens=args.new_tokens, eos_ids=(), num_draft_tokens=args.k)
     lengths = []
+    method = method_for(args.method, args.k)
     with PeakSampler(cuda) as sampler:
-        for inp in samples:
-            r = decode(target, inp, cfg, draft=draft, rule=rule_for(args.method))
+        for i, inp in enumerate(samples):
+            r = method.decode(target, draft, inp, cfg, seed=i)
             lengths.append(int(inp["input_ids"].shape[-1]) + len(r.tokens))
     gc.collect()
     after = probe.now()

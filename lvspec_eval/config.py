@@ -44,9 +44,12 @@ class ArgsError(ValueError):
     """A model argument is unknown or has a bad value; the message says how to fix it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LVSpecArgs:
-    """Flat, typed model args shared by every lvspec backend (see the README's table)."""
+    """Flat, typed model args shared by every lvspec backend (see the README's table).
+
+    Frozen: a method is built from its args once (`lvspec_eval.engine.methods.build_method`);
+    another setting is another args object (`replace`)."""
 
     pretrained: str = DEFAULT_TARGET
     draft_pretrained: str = DEFAULT_DRAFT

@@ -2,10 +2,11 @@
 
     python -m testbed.sweep [--limit 60] [--out reports/testbed_sweep.json]
 
-For every setting it decodes the same test clips through the backend's own code path (the
-``lvspec_qwen`` backend object, its input preparation, rules and anchor finder; only the lmms-eval
-CLI around it is skipped) and reports tau, acceptance, decode speedup over ``ar`` (same process,
-same clips), exact match with ``ar``, retention of ``anchor_f1`` (every statistic under its one name, from
+For every setting it decodes the same test clips through the code the ``lvspec_qwen`` backend runs
+(its pair loading, its input preparation from lmms-eval messages, and the method built from the
+setting's model args by ``build_method``; only the lmms-eval request handling around it is skipped)
+and reports tau, acceptance, decode speedup over ``ar`` (same process, same clips), exact match with
+``ar``, retention of ``anchor_f1`` (every statistic under its one name, from
 ``lvspec_eval.metrics.aggregate``), and how well LVSpec's anchor
 flags find the grammar's true anchor tokens: precision and recall of the 'a' flags among the
 judged tokens against the tokens that spell an attribute word.
@@ -66,33 +67,49 @@ def anchor_counts(tok: Any, tokens: list[int], flags: str) -> tuple[int, int, in
     return tp, flagged, anchors
 
 
-def load_backend(target: str, draft: str, **kwargs: Any) -> Any:
-    from lvspec_eval.lmms.qwen import LVSpecQwen
+def load_pair(target: str, draft: str) -> tuple[Any, Any, Any]:
+    """(base model args, target adapter, drafter adapter), loaded and checked as the backend does."""
+    from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
+    from lvspec_eval.config import LVSpecArgs
+    from lvspec_eval.lmms import pair
 
-    return LVSpecQwen(pretrained=target, draft_pretrained=draft, method="lvspec", dtype="float32", device="cpu",
-                      device_map="cpu", **VIDEO_ARGS, **kwargs)
+    args = LVSpecArgs(pretrained=target, draft_pretrained=draft, method="lvspec", dtype="float32", device_map="cpu",
+                      **VIDEO_ARGS)
+    pair.check_checkpoints(args)
+    maps = pair.device_maps(args, device="cpu")
+    pair.check_tokenizers(args)
+    return (args, *pair.load_pair(args, QwenVLAdapter, *maps))
 
 
-def prepare_docs(backend: Any, limit: int) -> list[tuple[dict, dict]]:
+def prepare_docs(target: Any, limit: int) -> list[tuple[dict, dict]]:
+    from lvspec_eval.lmms.inputs import prepare_inputs
+
     docs = [json.loads(line) for line in (TASK_DIR / "caption.jsonl").read_text().splitlines()][:limit]
     out = []
     for doc in docs:
         messages = [{"role": "user", "content": [{"type": "video", "url": str(TASK_DIR / "videos" / doc["video"])},
                                                  {"type": "text", "text": doc["question"]}]}]
-        out.append((doc, backend._prepare(messages)))
+        out.append((doc, prepare_inputs(target, messages)))
     return out
 
 
-def run_setting(backend: Any, docs: list[tuple[dict, dict]], ar: list[dict], method: str, **params: Any) -> dict:
-    backend.args = backend.args.replace(method=method, **params)
-    cfg = backend._decode_config({"max_new_tokens": MAX_NEW_TOKENS, "until": []})
-    tok = backend.target.tokenizer
+def run_setting(models: tuple[Any, Any, Any], docs: list[tuple[dict, dict]], ar: list[dict], method: str,
+                **params: Any) -> dict:
+    from lvspec_eval.config import DecodeConfig
+    from lvspec_eval.engine import build_method
+
+    base, target, draft = models
+    built = build_method(base.replace(method=method, **params))
+    tok = target.tokenizer
+    # greedy to MAX_NEW_TOKENS or the tokenizer's EOS, no stop strings (the tasks' answers are one line)
+    cfg = DecodeConfig(max_new_tokens=MAX_NEW_TOKENS, eos_ids=tuple(i for i in (tok.eos_token_id,) if i is not None),
+                       num_draft_tokens=built.args.num_draft_tokens)
     rows = []
-    for (doc, inputs), base in zip(docs, ar):
-        res = backend._run(backend.args, inputs, cfg, seed=doc["doc_id"])
-        text = backend._text(res.tokens, ())
+    for (doc, inputs), base_row in zip(docs, ar):
+        res = built.decode(target, draft, inputs, cfg, seed=doc["doc_id"])
+        text = tok.decode(res.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         rows.append({"res": res, "text": text, "f1": g.score_caption(text, doc["attributes"])["anchor_f1"],
-                     "exact": base["res"] is None or res.tokens == base["res"].tokens})
+                     "exact": base_row["res"] is None or res.tokens == base_row["res"].tokens})
     out: dict[str, Any] = {"method": method, **params}
     if method == "ar":
         return {**out, "rows": rows}
@@ -160,10 +177,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"merged {len(rows)} rows into {a.out}")
         return
     torch.set_num_threads(a.threads)
-    backend = load_backend(a.target or str(checkpoint("target")), a.draft or str(checkpoint("drafter")))
-    docs = prepare_docs(backend, a.limit)
+    models = load_pair(a.target or str(checkpoint("target")), a.draft or str(checkpoint("drafter")))
+    docs = prepare_docs(models[1], a.limit)
     t0 = time.time()
-    ar = run_setting(backend, docs, [{"res": None}] * len(docs), "ar")["rows"]
+    ar = run_setting(models, docs, [{"res": None}] * len(docs), "ar")["rows"]
     for r in ar:
         r["exact"] = True
     results = []
@@ -177,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     index, count = (int(x) for x in a.shard.split("/"))
     settings = settings[index::count]
     for i, (method, params) in enumerate(settings):
-        row = run_setting(backend, docs, ar, method, **params)
+        row = run_setting(models, docs, ar, method, **params)
         results.append(row)
         print(f"[{i + 1}/{len(settings)}] " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                                       for k, v in row.items()), flush=True)

@@ -14,6 +14,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from testbed.paths import VIDEO_ARGS  # noqa: F401  (tests import it from here)
 
 
+def method(name: str, **args):
+    """A decoding method as the backends build it: `build_method` over validated model args."""
+    from lvspec_eval.config import LVSpecArgs
+    from lvspec_eval.engine import build_method
+
+    built = LVSpecArgs(method=name, **args)
+    built.validate()
+    return build_method(built)
+
+
 @pytest.fixture(scope="session")
 def ckpt_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ckpt")

@@ -4,7 +4,8 @@ import pytest
 
 from lvspec_eval.config import ArgsError, LVSpecArgs
 from lvspec_eval.adapters.loading import TokenizerMismatchError, check_same_tokenizer, tokenizer_differences
-from lvspec_eval.lmms.backend import LVSpecBackend, cut_at_until, default_stats_path, sample_seed
+from lvspec_eval.engine import build_method
+from lvspec_eval.lmms.backend import LVSpecBackend, ar_first, cut_at_until, default_stats_path, sample_seed
 
 
 class _Tok:
@@ -17,7 +18,7 @@ class _Adapter:
 
 def backend(**args):
     b = object.__new__(LVSpecBackend)  # glue only: no model loading
-    b.args = LVSpecArgs(**args)
+    b.method = build_method(LVSpecArgs(**args))
     b.target = _Adapter()
     return b
 
@@ -82,3 +83,11 @@ def test_tokenizer_differences_name_what_differs():
     assert diffs == ["eos_token '<|im_end|>' vs '<|endoftext|>'", "special tokens differ: ['<|im_end|>'] vs []"]
     with pytest.raises(TokenizerMismatchError, match="use different tokenizers: .*eos_token.*pick a drafter"):
         check_same_tokenizer(_FakeTok(VOCAB), _FakeTok(VOCAB, eos="<|endoftext|>"), "T", "D")
+
+
+def test_paired_order_alternates_by_doc_index_within_each_process():
+    assert [ar_first(i) for i in range(6)] == [False, True, False, True, False, True]
+    # two processes: rank 0 gets docs 0, 2, 4, 6; rank 1 gets 1, 3, 5, 7 (lmms-eval deals them in turn)
+    assert [ar_first(i, world_size=2) for i in (0, 2, 4, 6)] == [False, True, False, True]
+    assert [ar_first(i, world_size=2) for i in (1, 3, 5, 7)] == [False, True, False, True]
+    assert ar_first("doc-a") == ar_first("doc-a") and {ar_first(f"doc-{i}") for i in range(20)} == {False, True}

@@ -5,10 +5,9 @@ embedding rows than its target (152064 vs 151936), as the real 0.5B/7B/72B model
 import pytest
 import torch
 
-from lvspec_eval.acceptance import LVSpecRule, StrictRule
+from conftest import method
 from lvspec_eval.config import DecodeConfig
-from lvspec_eval.engine import decode
-from lvspec_eval.relevance import build_anchor_finder
+from lvspec_eval.relevance import RelevanceRepr
 from testbed.fixtures.scripted import ScriptedDrafter, expected_schedule
 
 EOS = 151645
@@ -19,11 +18,12 @@ def cfg(k=5, n=N_NEW, eos=(EOS,)):
     return DecodeConfig(max_new_tokens=n, eos_ids=eos, num_draft_tokens=k)
 
 
+SD = method("sd")
 
 
 @pytest.fixture(scope="module")
 def ar_runs(target, inputs):
-    return [decode(target, inp, cfg()) for inp in inputs]
+    return [method("ar").decode(target, None, inp, cfg(), seed=0) for inp in inputs]
 
 
 def test_ar_is_one_token_per_round(ar_runs):
@@ -44,7 +44,7 @@ def test_ar_matches_hf_generate(target, inputs, ar_runs):
 @pytest.mark.parametrize("k", [1, 4, 10])
 def test_sd_identical_drafter_accepts_everything(target, inputs, ar_runs, k):
     for inp, ar in zip(inputs, ar_runs):
-        r = decode(target, inp, cfg(k), draft=target, rule=StrictRule())
+        r = SD.decode(target, target, inp, cfg(k), seed=0)
         assert r.tokens == ar.tokens
         # every round but a truncated last one accepts all K and adds the bonus
         full_rounds = (N_NEW - 1) // (k + 1)
@@ -56,7 +56,7 @@ def test_sd_identical_drafter_accepts_everything(target, inputs, ar_runs, k):
 def test_sd_random_drafter_is_lossless(target, draft, inputs, ar_runs):
     total_acc, total_prop = 0, 0
     for inp, ar in zip(inputs, ar_runs):
-        r = decode(target, inp, cfg(5), draft=draft, rule=StrictRule())
+        r = SD.decode(target, draft, inp, cfg(5), seed=0)
         assert r.tokens == ar.tokens
         total_acc += r.accepted
         total_prop += r.proposed
@@ -67,7 +67,7 @@ def test_sd_random_drafter_is_lossless(target, draft, inputs, ar_runs):
 def test_sd_scripted_drafter_exact_partial_counts(target, inputs, ar_runs, k, wrong):
     inp, ar = inputs[1], ar_runs[1]
     drafter = ScriptedDrafter(ar.tokens, wrong, vocab_size=target.vocab_size)
-    r = decode(target, inp, cfg(k), draft=drafter, rule=StrictRule())
+    r = SD.decode(target, drafter, inp, cfg(k), seed=0)
     assert r.tokens == ar.tokens
     exp = expected_schedule(N_NEW, k, wrong)
     assert r.rounds == exp["rounds"]
@@ -76,31 +76,21 @@ def test_sd_scripted_drafter_exact_partial_counts(target, inputs, ar_runs, k, wr
     assert r.per_step_drafted == exp["per_step_drafted"] and r.per_step_accepted == exp["per_step_accepted"]
 
 
-def _anchors_lambda0(target):
-    def factory(prefill, session):
-        return build_anchor_finder(visual=prefill.visual_features, prompt_reps=session.embed(prefill.prompt_ids[prefill.text_mask]),
-                                   top_n=10, rule="rank", relax_ratio=0.0, side="both", repr_kind="embedding",
-                                   embed=session.embed)
-    return factory
-
-
 def test_lvspec_lambda0_w0_equals_sd(target, draft, inputs, ar_runs):
+    lv_method = method("lvspec", relevance_repr="embedding", anchor_rule="rank", relax_ratio=0.0, shift_window=0)
     for inp, ar in zip(inputs, ar_runs):
-        sd = decode(target, inp, cfg(5), draft=draft, rule=StrictRule())
-        lv = decode(target, inp, cfg(5), draft=draft, rule=LVSpecRule(shift_window=0),
-                    anchor_factory=_anchors_lambda0(target))
+        sd = SD.decode(target, draft, inp, cfg(5), seed=0)
+        lv = lv_method.decode(target, draft, inp, cfg(5), seed=0)
         assert lv.tokens == sd.tokens == ar.tokens
         assert lv.provenance == sd.provenance and lv.rounds == sd.rounds
         assert set(lv.anchor_flags) <= {"a", "-"}
 
 
 def test_lvspec_relaxed_accepts_more_and_counts_add_up(target, draft, inputs):
-    def factory(prefill, session):
-        return build_anchor_finder(visual=prefill.visual_features, prompt_reps=None, top_n=10, rule="rank",
-                                   relax_ratio=0.7, side="both", repr_kind="embedding", embed=session.embed)
     inp = inputs[0]
-    sd = decode(target, inp, cfg(5), draft=draft, rule=StrictRule())
-    lv = decode(target, inp, cfg(5), draft=draft, rule=LVSpecRule(2), anchor_factory=factory)
+    sd = SD.decode(target, draft, inp, cfg(5), seed=0)
+    lv = method("lvspec", relevance_repr="embedding", anchor_rule="rank", relax_ratio=0.7,
+                shift_window=2).decode(target, draft, inp, cfg(5), seed=0)
     assert lv.accepted > sd.accepted and lv.accepted_loose > 0
     assert len(lv.tokens) == len(lv.provenance) == len(lv.anchor_flags) == N_NEW
     assert lv.accepted == sum(lv.accepted_per_position) == sum(c in "ELS" for c in lv.provenance)
@@ -111,25 +101,23 @@ def test_lvspec_relaxed_accepts_more_and_counts_add_up(target, draft, inputs):
 
 
 def test_hidden_representation_runs_and_lambda0_is_sd(target, draft, inputs, ar_runs):
-    def factory(prefill, session):
-        assert prefill.hidden is not None and prefill.hidden.shape[0] == prefill.prompt_ids.shape[0]
-        return build_anchor_finder(visual=prefill.hidden[~prefill.text_mask], prompt_reps=prefill.hidden[prefill.text_mask],
-                                   top_n=10, rule="quantile", relax_ratio=0.0, side="both", repr_kind="hidden",
-                                   embed=session.embed)
-    lv = decode(target, inputs[2], cfg(5), draft=draft, rule=LVSpecRule(0), anchor_factory=factory,
-                capture_layer=-1)
-    assert lv.tokens == ar_runs[2].tokens
+    hidden = method("lvspec", anchor_rule="quantile", relevance_repr="hidden", relevance_layer=-1, relax_ratio=0.0,
+                    shift_window=0)
+    assert hidden.capture_layer == -1 and hidden.probe_layer is None
+    assert hidden.anchors.verify_signal is RelevanceRepr.HIDDEN
+    _, prefill = target.start(inputs[2], capture_layer=hidden.capture_layer)  # what the finder reads
+    assert prefill.hidden is not None and prefill.hidden.shape[0] == prefill.prompt_ids.shape[0]
+    lv = hidden.decode(target, draft, inputs[2], cfg(5), seed=0)
+    assert lv.tokens == ar_runs[2].tokens and "a" in lv.anchor_flags
 
 
 def test_target_prob_rule_lambda0_is_sd_and_relaxed_accepts_more(target, draft, inputs, ar_runs):
-    def factory(lam):
-        return lambda prefill, session: build_anchor_finder(
-            visual=None, prompt_reps=None, top_n=10, rule="target_prob", relax_ratio=lam, side="both",
-            repr_kind="attention", embed=session.embed)
-    sd = decode(target, inputs[0], cfg(5), draft=draft, rule=StrictRule())
-    lv0 = decode(target, inputs[0], cfg(5), draft=draft, rule=LVSpecRule(0), anchor_factory=factory(0.0))
+    def target_prob(lam):
+        return method("lvspec", anchor_rule="target_prob", relax_ratio=lam, shift_window=0)
+    sd = SD.decode(target, draft, inputs[0], cfg(5), seed=0)
+    lv0 = target_prob(0.0).decode(target, draft, inputs[0], cfg(5), seed=0)
     assert lv0.tokens == sd.tokens == ar_runs[0].tokens and lv0.provenance == sd.provenance
-    lv = decode(target, inputs[0], cfg(5), draft=draft, rule=LVSpecRule(0), anchor_factory=factory(0.999))
+    lv = target_prob(0.999).decode(target, draft, inputs[0], cfg(5), seed=0)
     assert lv.accepted > sd.accepted and lv.accepted_loose > 0 and "f" in lv.anchor_flags
 
 
@@ -150,12 +138,12 @@ def test_block_forward_equals_step_forward(target, inputs, ar_runs):
 def test_max_new_tokens_and_eos_trim(target, inputs, ar_runs):
     ar = ar_runs[0]
     for n in (1, 2, 7):
-        r = decode(target, inputs[0], cfg(5, n=n), draft=target, rule=StrictRule())
+        r = SD.decode(target, target, inputs[0], cfg(5, n=n), seed=0)
         assert r.tokens == ar.tokens[:n] and r.stop_reason == "max_new_tokens"
     # pretend the 12th token is EOS: decoding stops right after it, in the middle of a block
     fake_eos = ar.tokens[11]
     first = ar.tokens.index(fake_eos)
-    r = decode(target, inputs[0], cfg(5, eos=(fake_eos,)), draft=target, rule=StrictRule())
+    r = SD.decode(target, target, inputs[0], cfg(5, eos=(fake_eos,)), seed=0)
     assert r.tokens == ar.tokens[: first + 1] and r.stop_reason == "eos"
 
 
@@ -167,7 +155,7 @@ def test_until_stop_callback(target, inputs, ar_runs):
         seen.append(len(tokens))
         return len(tokens) >= 9
 
-    r = decode(target, inputs[0], cfg(5), draft=target, rule=StrictRule(), stop=stop)
+    r = SD.decode(target, target, inputs[0], cfg(5), seed=0, stop=stop)
     assert r.stop_reason == "until" and r.tokens == ar.tokens[: len(r.tokens)] and len(r.tokens) >= 9
     # the per-round counts follow the tokens dropped after the stop
     assert sum(r.per_step_accepted) == r.accepted == sum(c in "ELS" for c in r.provenance)

@@ -7,10 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lvspec_eval.acceptance import LVSpecRule, StrictRule
+from conftest import method
 from lvspec_eval.adapters.loading import TokenizerMismatchError, check_same_tokenizer
 from lvspec_eval.config import DecodeConfig
-from lvspec_eval.engine import decode
 from lvspec_eval.config import VIDEO_FILLS
 from lvspec_eval.pruning import (
     ALL_LAYERS,
@@ -24,7 +23,6 @@ from lvspec_eval.pruning import (
     stage_one,
     stage_two,
 )
-from lvspec_eval.relevance import build_anchor_finder
 
 EOS = 151645
 N_NEW = 30
@@ -152,7 +150,7 @@ def test_stage_two_is_spatially_uniform():
 # -- on tiny models of both families -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ar_runs(target, inputs):
-    return [decode(target, inp, cfg()) for inp in inputs]
+    return [method("ar").decode(target, None, inp, cfg(), seed=0) for inp in inputs]
 
 
 def _eager_twin(adapter):
@@ -233,9 +231,10 @@ def test_pruned_prefill_keeps_the_original_positions(target, inputs):
 
 
 def test_specvlm_is_lossless_and_prunes(target, draft, inputs, ar_runs):
-    pruning = VideoPruning(keep=0.1)  # SpecVLM's own: attention of every layer, mass 0.4, linspace fill
+    specvlm = method("specvlm", draft_video_keep=0.1)
+    assert specvlm.pruning == VideoPruning(keep=0.1)  # SpecVLM's own: attention of every layer, mass 0.4, linspace
     for inp, ar in zip(inputs, ar_runs):
-        r = decode(target, inp, cfg(), draft=draft, rule=StrictRule(), pruning=pruning)
+        r = specvlm.decode(target, draft, inp, cfg(), seed=0)
         assert r.tokens == ar.tokens
         assert r.video_tokens == ar.video_tokens and r.video_tokens > 50
         assert r.draft_video_tokens == keep_budget(r.video_tokens, 0.1)
@@ -243,16 +242,10 @@ def test_specvlm_is_lossless_and_prunes(target, draft, inputs, ar_runs):
 
 
 def test_lvspec_with_pruning_lambda0_equals_sd_with_pruning(target, draft, inputs, ar_runs):
-    pruning = VideoPruning(keep=0.25, mass=0.5, layer=-1)
-
-    def factory(prefill, session):
-        return build_anchor_finder(visual=prefill.visual_features,
-                                   prompt_reps=session.embed(prefill.prompt_ids[prefill.text_mask]), top_n=10,
-                                   rule="rank", relax_ratio=0.0, side="both", repr_kind="embedding",
-                                   embed=session.embed)
-    sd = decode(target, inputs[0], cfg(), draft=draft, rule=StrictRule(), pruning=pruning)
-    lv = decode(target, inputs[0], cfg(), draft=draft, rule=LVSpecRule(shift_window=0), pruning=pruning,
-                anchor_factory=factory)
+    pruned = dict(draft_video_keep=0.25, draft_video_mass=0.5, draft_video_layer=-1)
+    sd = method("sd", **pruned).decode(target, draft, inputs[0], cfg(), seed=0)
+    lv = method("lvspec", relevance_repr="embedding", anchor_rule="rank", relax_ratio=0.0, shift_window=0,
+                **pruned).decode(target, draft, inputs[0], cfg(), seed=0)
     assert lv.tokens == sd.tokens == ar_runs[0].tokens
     assert lv.provenance == sd.provenance and lv.draft_video_tokens == sd.draft_video_tokens < sd.video_tokens
 
@@ -260,7 +253,9 @@ def test_lvspec_with_pruning_lambda0_equals_sd_with_pruning(target, draft, input
 def test_self_sd_drafts_with_the_targets_weights_and_a_pruned_video(target, inputs, ar_runs):
     """Self-SD: the target adapter is its own drafter (one set of weights), the drafter session
     has its own cache over the pruned prompt; output == ar (with this project's pruning options)."""
-    pruning = VideoPruning(keep=0.1, mass=0.5, layer=-1, fill="dither")
+    self_sd = method("sd", draft_pretrained="self", draft_video_mass=0.5, draft_video_layer=-1,
+                     draft_video_fill="dither")  # Self-SD prunes the drafter's video to 10% by default
+    assert self_sd.pruning == VideoPruning(keep=0.1, mass=0.5, layer=-1, fill="dither")
     sessions = []
     original_start = type(target).start
 
@@ -271,7 +266,7 @@ def test_self_sd_drafts_with_the_targets_weights_and_a_pruned_video(target, inpu
 
     type(target).start = spy
     try:
-        r = decode(target, inputs[2], cfg(), draft=target, rule=StrictRule(), pruning=pruning)
+        r = self_sd.decode(target, target, inputs[2], cfg(), seed=0)
     finally:
         type(target).start = original_start
     assert r.tokens == ar_runs[2].tokens
@@ -295,7 +290,7 @@ def test_padded_vocab_drafter_is_compared_over_the_shared_range(target, inputs, 
     padded.model.get_output_embeddings().register_forward_hook(
         lambda _m, _i, out: torch.cat([out[..., :v], out[..., v:] + 1e4], -1))
     k = 5
-    r = decode(target, inputs[0], cfg(k), draft=padded, rule=StrictRule())
+    r = method("sd").decode(target, padded, inputs[0], cfg(k), seed=0)
     assert r.tokens == ar_runs[0].tokens
     full_rounds = (N_NEW - 1) // (k + 1)
     assert r.provenance.startswith("P" + ("E" * k + "B") * full_rounds)
@@ -337,16 +332,15 @@ def test_verify_video_attention_matches_eager_attention_weights(target, inputs, 
 def test_attention_relevance_lambda0_is_ar_and_relaxed_flags_both(target, draft, inputs, ar_runs):
     """lvspec with relevance_repr=attention: lambda 0 flags every position (== ar); lambda 0.7 flags
     both anchors and fillers and still adds up."""
-    def factory(relax):
-        return lambda prefill, session: build_anchor_finder(
-            visual=None, prompt_reps=None, top_n=10, rule="rank", relax_ratio=relax, side="both",
-            repr_kind="attention", embed=session.embed)
+    def attention(relax, w):
+        built = method("lvspec", relevance_repr="attention", relevance_layer=-1, anchor_rule="rank",
+                       relax_ratio=relax, shift_window=w)
+        assert built.probe_layer == -1 and built.capture_layer is None
+        return built
 
     inp = inputs[0]
-    strict = decode(target, inp, cfg(), draft=draft, rule=LVSpecRule(0), anchor_factory=factory(0.0),
-                    video_attention_layer=-1)
+    strict = attention(0.0, 0).decode(target, draft, inp, cfg(), seed=0)
     assert strict.tokens == ar_runs[0].tokens and set(strict.anchor_flags) <= {"a", "-"}
-    relaxed = decode(target, inp, cfg(), draft=draft, rule=LVSpecRule(2), anchor_factory=factory(0.7),
-                     video_attention_layer=-1)
+    relaxed = attention(0.7, 2).decode(target, draft, inp, cfg(), seed=0)
     assert {"a", "f"} <= set(relaxed.anchor_flags)
     assert relaxed.accepted == sum(relaxed.accepted_per_position) == sum(c in "ELS" for c in relaxed.provenance)

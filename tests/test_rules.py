@@ -5,12 +5,14 @@ import math
 import pytest
 import torch
 
+from conftest import method
 from lvspec_eval.acceptance import (
     EXACT, LOOSE, REJECT, SHIFT, FlyPlusRule, FlyRule, LVSpecRule, RandomRule, RoundView, StrictRule,
-    accepted_length, build_rule, fly_window_ok, rank_anchor_count, shift_hits, top_k_entropy,
+    accepted_length, fly_window_ok, shift_hits, top_k_entropy,
 )
-from lvspec_eval.config import LVSpecArgs
-from lvspec_eval.relevance import AnchorSelector, RelevanceScorer
+from lvspec_eval.relevance import AnchorRule, AnchorSelector, AnchorSide, RelevanceScorer, rank_anchor_count
+
+RANK, QUANTILE, BOTH = AnchorRule.RANK, AnchorRule.QUANTILE, AnchorSide.BOTH
 
 V = 16
 
@@ -88,8 +90,8 @@ def test_lvspec_all_anchors_no_shift_equals_strict():
 
 def test_lambda_zero_makes_every_position_an_anchor():
     scores = torch.tensor([0.1, 0.5, -0.2, 0.3])
-    assert AnchorSelector("rank", 0.0, "both").select(scores).all()
-    sel = AnchorSelector("quantile", 0.0, "both", history=torch.tensor([0.0, 0.9, -1.0]))
+    assert AnchorSelector(RANK, 0.0, BOTH).select(scores).all()
+    sel = AnchorSelector(QUANTILE, 0.0, BOTH, history=torch.tensor([0.0, 0.9, -1.0]))
     assert sel.select(scores).all()
 
 
@@ -98,12 +100,12 @@ def test_rank_rule_counts_and_order():
     assert rank_anchor_count(0.0, 10) == 10
     assert rank_anchor_count(1.0, 10) == 0
     assert rank_anchor_count(0.7, 4) == 2  # ceil(1.2)
-    sel = AnchorSelector("rank", 0.5, "both")
+    sel = AnchorSelector(RANK, 0.5, BOTH)
     assert sel.select(torch.tensor([0.1, 0.9, 0.3, 0.8])).tolist() == [False, True, False, True]
 
 
 def test_quantile_rule_uses_history_and_observes():
-    sel = AnchorSelector("quantile", 0.5, "both", history=torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]))
+    sel = AnchorSelector(QUANTILE, 0.5, BOTH, history=torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]))
     # median of history = 2.0
     assert sel.select(torch.tensor([1.9, 2.0, 3.5])).tolist() == [False, True, True]
     sel.observe(torch.tensor([10.0, 10.0, 10.0, 10.0]))  # median of history now 4.0
@@ -112,9 +114,10 @@ def test_quantile_rule_uses_history_and_observes():
 
 def test_anchor_side():
     sd, st = torch.tensor([0.1, 0.9]), torch.tensor([0.8, 0.2])
-    assert AnchorSelector("rank", 0.5, "draft").position_scores(sd, st).tolist() == sd.tolist()
-    assert AnchorSelector("rank", 0.5, "target").position_scores(sd, st).tolist() == st.tolist()
-    assert AnchorSelector("rank", 0.5, "both").position_scores(sd, st).tolist() == pytest.approx([0.8, 0.9])
+    assert AnchorSide.DRAFT.combine(sd, st).tolist() == sd.tolist()
+    assert AnchorSide.TARGET.combine(sd, st).tolist() == st.tolist()
+    assert AnchorSide.BOTH.combine(sd, st).tolist() == pytest.approx([0.8, 0.9])
+    assert AnchorSelector(RANK, 0.5, AnchorSide.DRAFT).position_scores(sd, st).tolist() == sd.tolist()
 
 
 def test_relevance_scorer_top_n_mean():
@@ -289,29 +292,27 @@ def test_random_rule_seeded_and_reproducible():
 
 
 def test_build_rule_per_method():
-    assert build_rule(LVSpecArgs(method="ar")) is None
-    assert isinstance(build_rule(LVSpecArgs(method="sd")), StrictRule)
-    assert isinstance(build_rule(LVSpecArgs(method="specvlm")), StrictRule)
-    assert isinstance(build_rule(LVSpecArgs(method="lvspec")), LVSpecRule)
-    assert isinstance(build_rule(LVSpecArgs(method="fly")), FlyRule)
-    assert isinstance(build_rule(LVSpecArgs(method="fly_plus")), FlyPlusRule)
-    fly = build_rule(LVSpecArgs(method="fly"))
+    assert method("ar").rule is None
+    assert type(method("sd").rule) is StrictRule
+    assert type(method("specvlm").rule) is StrictRule
+    assert type(method("lvspec").rule) is LVSpecRule
+    assert type(method("fly").rule) is FlyRule
+    assert type(method("fly_plus").rule) is FlyPlusRule
+    assert type(method("random").rule) is RandomRule
+    fly = method("fly").rule
     assert (fly.window, fly.window_rule, fly.entropy_threshold, fly.entropy_top_k, fly.entropy_norm) == (
         6, "amd", 0.3, 3, "full")
-    fly = build_rule(LVSpecArgs(method="fly", fly_window=4, fly_window_rule="in_block", fly_entropy=0.5,
-                                fly_entropy_top_k=2, fly_entropy_norm="top_k"))
+    fly = method("fly", fly_window=4, fly_window_rule="in_block", fly_entropy=0.5, fly_entropy_top_k=2,
+                 fly_entropy_norm="top_k").rule
     assert (fly.window, fly.window_rule, fly.entropy_threshold, fly.entropy_top_k, fly.entropy_norm) == (
         4, "in_block", 0.5, 2, "top_k")
-    plus = build_rule(LVSpecArgs(method="fly_plus", fly_entropy_top_k=5, fly_entropy_norm="top_k"))
+    plus = method("fly_plus", fly_entropy_top_k=5, fly_entropy_norm="top_k").rule
     assert (plus.entropy_top_k, plus.entropy_norm) == (5, "top_k")
-    assert isinstance(build_rule(LVSpecArgs(method="random")), RandomRule)
 
 
 def test_target_prob_rule_flags_where_the_target_rejects_the_draft_token():
     """anchor_rule=target_prob: a filler where p_T(d) >= (1 - lambda) p_T(t); lambda = 0 flags every
     mismatch (LVSpec == SD); lambda = 1 flags nothing; scores are log p_T(t) - log p_T(d)."""
-    from lvspec_eval.relevance import build_anchor_finder
-
     t = torch.tensor([3, 5, 7, 9])
     logits = torch.full((4, V), -10.0)
     logits[0, 3] = 0.0                       # exact position: d_1 = t_1
@@ -320,10 +321,11 @@ def test_target_prob_rule_flags_where_the_target_rejects_the_draft_token():
     logits[3, 9] = 0.0                       # bonus row
     d = torch.tensor([3, 6, 8])
 
+    def finder(lam):
+        return method("lvspec", anchor_rule="target_prob", relax_ratio=lam).anchors.finder_over(None, None, lambda x: x)
+
     def flags(lam):
-        finder = build_anchor_finder(visual=None, prompt_reps=None, top_n=10, rule="target_prob", relax_ratio=lam,
-                                     side="both", repr_kind="attention", embed=lambda x: x)
-        return finder.round(d, t, None, logits)
+        return finder(lam).round(d, t, None, logits)
 
     anchors, scores = flags(0.7)  # filler iff ratio >= 0.3
     assert anchors.tolist() == [False, False, False]
@@ -337,5 +339,4 @@ def test_target_prob_rule_flags_where_the_target_rejects_the_draft_token():
     assert torch.equal(LVSpecRule(shift_window=0).judge(view), StrictRule().judge(view))
     assert LVSpecRule(shift_window=0).judge(RoundView(d, t, logits, anchors=flags(0.5)[0])).tolist() == [EXACT, LOOSE, REJECT]
     with pytest.raises(RuntimeError, match="target logits"):
-        build_anchor_finder(visual=None, prompt_reps=None, top_n=10, rule="target_prob", relax_ratio=0.5, side="both",
-                            repr_kind="attention", embed=lambda x: x).round(d, t, None)
+        finder(0.5).round(d, t, None)

@@ -7,6 +7,8 @@ import lvspec_eval.adapters.llava_onevision as llava_mod
 import lvspec_eval.adapters.qwen2_5_vl as qwen_mod
 
 from conftest import VIDEO_ARGS
+from lvspec_eval.engine import build_method
+from lvspec_eval.lmms.inputs import prepare_inputs
 from lvspec_eval.pruning import keep_budget
 
 BACKENDS = {
@@ -39,8 +41,8 @@ def test_self_sd_loads_one_model_and_is_lossless(family, request, clips, monkeyp
 
     messages = [{"role": "user", "content": [{"type": "video", "url": clips[0]},
                                              {"type": "text", "text": "Describe the video."}]}]
-    text, fields = backend._decode_sample(backend._prepare(messages), backend._decode_config({"max_new_tokens": 20}),
-                                          seed=0)
+    text, fields = backend._decode_sample(prepare_inputs(backend.target, messages),
+                                          backend._decode_config({"max_new_tokens": 20}), seed=0)
     assert fields["exact_match_ar"] is True and text == fields["ar_text"] and fields["new_tokens"] == 20
     assert fields["draft_video_tokens"] == keep_budget(fields["video_tokens"], 0.1) < fields["video_tokens"]
 
@@ -57,11 +59,13 @@ def test_target_prob_anchor_rule_through_the_backend(repr_kind, tiny_target, tin
                          num_draft_tokens=4, paired_baseline=True, stats_path=str(tmp_path / "r.jsonl"), **VIDEO_ARGS)
     messages = [{"role": "user", "content": [{"type": "video", "url": clips[0]},
                                              {"type": "text", "text": "Describe the video."}]}]
-    inputs, cfg = backend._prepare(messages), backend._decode_config({"max_new_tokens": 16})
+    inputs, cfg = prepare_inputs(backend.target, messages), backend._decode_config({"max_new_tokens": 16})
     text, fields = backend._decode_sample(inputs, cfg, seed=0)
     assert fields["exact_match_ar"] is True and text == fields["ar_text"]
-    res = backend._run(backend.args.replace(relax_ratio=1.0), inputs, cfg, seed=0)  # the call's args rule
+    assert backend.method.capture_layer is None and backend.method.probe_layer is None
+    # another setting is another method, built from its args (lambda 1: every position a filler)
+    res = build_method(backend.args.replace(relax_ratio=1.0)).decode(backend.target, backend.draft, inputs, cfg, seed=0)
     assert set(res.anchor_flags) == {"f", "-"} and res.accepted_loose > 0
-    # the call's method applies too, not the rule the backend was built with
-    strict = backend._run(backend.args.replace(relax_ratio=1.0, method="sd"), inputs, cfg, seed=0)
+    strict = build_method(backend.args.replace(relax_ratio=1.0, method="sd")).decode(backend.target, backend.draft,
+                                                                                    inputs, cfg, seed=0)
     assert strict.accepted_loose == 0 and backend._text(strict.tokens, ()) == fields["ar_text"]

@@ -4,20 +4,17 @@ The terms (round, exact, loose, shift, rejected, correction, bonus) and the prov
 give emitted tokens are defined once in `lvspec_eval.glossary`. Verdicts after the first rejection
 are ignored. A rule sees pure tensors (`RoundView`) and returns one verdict per draft position;
 `accepted_length` (the one shared prefix helper) turns verdicts into the accepted count.
+A method's rule is built from the model args in one place: `lvspec_eval.engine.methods.build_method`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 
 from lvspec_eval.config import FLY_ENTROPY_NORMS, FLY_WINDOW_RULES
-
-if TYPE_CHECKING:  # pragma: no cover
-    from lvspec_eval.config import LVSpecArgs
 
 REJECT, EXACT, LOOSE, SHIFT = 0, 1, 2, 3
 VERDICT_NAMES = {REJECT: "rejected", EXACT: "exact", LOOSE: "loose", SHIFT: "shift"}
@@ -245,28 +242,3 @@ class RandomRule(AcceptanceRule):
         verdicts = exact.to(torch.int8)
         verdicts[~exact & (draws.to(exact.device) < self.p)] = LOOSE
         return verdicts
-
-
-def build_rule(args: "LVSpecArgs") -> Optional[AcceptanceRule]:
-    """The acceptance rule of `args.method` (None for `ar`, which drafts nothing)."""
-    method = args.method
-    if method == "ar":
-        return None
-    if method in ("sd", "specvlm"):
-        return StrictRule()
-    if method == "lvspec":
-        return LVSpecRule(shift_window=args.shift_window)
-    fly_entropy = dict(entropy_threshold=args.fly_entropy, entropy_top_k=args.fly_entropy_top_k,
-                       entropy_norm=args.fly_entropy_norm)
-    if method == "fly":
-        return FlyRule(window=args.fly_window, window_rule=args.fly_window_rule, **fly_entropy)
-    if method == "fly_plus":
-        return FlyPlusRule(**fly_entropy)
-    if method == "random":
-        return RandomRule(p=args.random_accept)
-    raise ValueError(f"unknown method {method!r}")
-
-
-def rank_anchor_count(relax_ratio: float, k: int) -> int:
-    """Anchors per round under `anchor_rule=rank`: ceil((1 - lambda) * K)."""
-    return min(k, math.ceil(round((1.0 - relax_ratio) * k, 9)))

@@ -24,6 +24,7 @@ from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
 from lvspec_eval.config import DecodeConfig
 from lvspec_eval.metrics.timing import Stopwatch
 from lvspec_eval.pruning import VideoPruning
+from lvspec_eval.relevance import RelevanceRepr
 
 _CODE = {EXACT: "E", LOOSE: "L", SHIFT: "S"}
 
@@ -84,7 +85,7 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(-1).cpu()
 
 
-AnchorFactory = Callable[[Prefill, Session], Any]  # returns an AnchorFinder
+AnchorFactory = Callable[[Prefill, Session], Any]  # returns an AnchorFinder (AnchorSpec.finder)
 
 
 def decode(
@@ -103,7 +104,8 @@ def decode(
     stop: Optional[Callable[[list[int]], bool]] = None,
     profile: bool = False,
 ) -> DecodeResult:
-    """Greedy decoding of `target`, speculative when `draft` and `rule` are given.
+    """Greedy decoding of `target`, speculative when `draft` and `rule` are given (callers decode
+    through `lvspec_eval.engine.methods.Method.decode`, which passes a method's parts here).
 
     stop(tokens) -> True ends decoding after a round (the task's `until` strings).
     video_attention_layer: probe the target's attention share on the video at this decoder layer in
@@ -178,7 +180,7 @@ def decode(
         if k > 0:
             d = torch.tensor(draft_ids)
             if finder is not None:
-                signal = t_sess.last_video_attention if finder.repr_kind == "attention" else t_sess.last_hidden
+                signal = t_sess.last_video_attention if finder.repr_kind is RelevanceRepr.ATTENTION else t_sess.last_hidden
                 anchors, scores = finder.round(d, target_ids, signal, target_logits)
             view = RoundView(d, target_ids, target_logits, anchors=anchors, generator=generator)
             verdicts = rule.judge(view)

@@ -1,10 +1,12 @@
-"""The lmms-eval chat backend shared by every family: request handling, records, run metrics.
+"""The lmms-eval chat backend shared by every family: request handling (generate_until, resume,
+failed samples) and run metrics. Its neighbours: pair.py loads the models, inputs.py prepares a
+request's inputs, record.py assembles a sample's record; the method itself is built once by
+`lvspec_eval.engine.methods.build_method`.
 
 A family subclass only names its adapter class (`adapter_class`)."""
 
 from __future__ import annotations
 
-import collections
 import datetime as _dt
 import glob
 import os
@@ -18,19 +20,16 @@ from tqdm import tqdm
 
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
-from lmms_eval.protocol import ChatMessages
 
-from lvspec_eval.acceptance import build_rule
-from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
-from lvspec_eval.adapters.loading import (check_checkpoint, check_same_tokenizer,
-                                          default_device_map, is_map_file, load_tokenizer, resolve_device_map)
+from lvspec_eval.adapters.base import HFAdapter
 from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
-from lvspec_eval.engine import DecodeResult, decode
+from lvspec_eval.engine import Method, build_method
+from lvspec_eval.lmms.inputs import prepare_inputs
+from lvspec_eval.lmms.pair import check_checkpoints, check_tokenizers, device_maps, load_pair
+from lvspec_eval.lmms.record import Decoded, device_name, sample_fields
 from lvspec_eval.lmms.run_metrics import log_run
-from lvspec_eval.metrics.records import (append_record, base_record, decode_fields, paired_fields, recorded_samples,
-                                         repair_tail, resume_key, token_pieces)
-from lvspec_eval.pruning import ALL_LAYERS, VideoPruning
-from lvspec_eval.relevance import build_anchor_finder
+from lvspec_eval.metrics.records import (append_record, base_record, recorded_samples, repair_tail, resume_key,
+                                         token_pieces)
 
 DEFAULT_MAX_NEW_TOKENS = 128  # lmms-eval's qwen2_5_vl default when a task sets none
 
@@ -44,6 +43,14 @@ def default_stats_path(method: str, rank: int = 0, world_size: int = 1) -> Path:
 def sample_seed(seed: int, task: str, split: str, doc_id: Any) -> int:
     """A per-sample seed that does not depend on the order samples are decoded in."""
     return (seed * 1_000_003 + zlib.crc32(f"{task}/{split}/{doc_id}".encode())) % (2**63)
+
+
+def ar_first(doc_id: Any, world_size: int = 1) -> bool:
+    """Whether the paired baseline decodes `ar` before the method on this sample: on every other doc
+    of this process's share (lmms-eval deals docs to ranks in turn), by a rule that does not depend on
+    the order samples are decoded in. A doc id that is not an integer counts by its CRC-32."""
+    index = doc_id if isinstance(doc_id, int) else zlib.crc32(str(doc_id).encode())
+    return (index // max(1, world_size)) % 2 == 1
 
 
 def cut_at_until(text: str, until: tuple[str, ...]) -> str:
@@ -66,14 +73,13 @@ class LVSpecBackend(lmms):
 
     def __init__(self, batch_size: Any = 1, device: Optional[str] = None, max_batch_size: Any = None, **kwargs: Any):
         super().__init__()
-        self.args = args = LVSpecArgs.from_kwargs(**kwargs)
+        args = LVSpecArgs.from_kwargs(**kwargs)
+        self.method: Method = build_method(args)  # the run's method, built once from its args
+        self.ar: Method = build_method(args.replace(method="ar"))  # the paired baseline
         if int(batch_size or 1) != 1:
             raise ArgsError(f"batch_size={batch_size}: lvspec backends decode one sample at a time; use --batch_size 1")
         # Everything that can be refused is checked here, before any weights load.
-        check_checkpoint(args.pretrained, "target")
-        uses_draft = args.method != "ar" and args.draft_pretrained != "self"
-        if uses_draft:
-            check_checkpoint(args.draft_pretrained, "drafter")
+        check_checkpoints(args)
 
         from accelerate import Accelerator
 
@@ -81,20 +87,10 @@ class LVSpecBackend(lmms):
         # lmms-eval reads the launcher's environment (and later sets _rank/_world_size from it): so do we
         self._rank = int(os.environ.get("RANK", self.accelerator.process_index))
         self._world_size = int(os.environ.get("WORLD_SIZE", self.accelerator.num_processes))
-        device_map = args.device_map
-        if self._world_size > 1 and device_map is None:  # data parallel: one device per process
-            local = int(os.environ.get("LOCAL_RANK", self.accelerator.local_process_index))
-            device_map = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-        elif device_map is None and device == "cpu":
-            device_map = "cpu"
-        self.device_map = default_device_map(device_map)
-        draft_map = args.draft_device_map or (default_device_map(None) if is_map_file(self.device_map)
-                                              else self.device_map)
-        target_map = resolve_device_map(self.device_map, "target", args.offload_folder)
-        draft_map = resolve_device_map(draft_map, "drafter", args.offload_folder)
-        if uses_draft:
-            check_same_tokenizer(load_tokenizer(args.pretrained, "target"), load_tokenizer(args.draft_pretrained, "drafter"),
-                                 args.pretrained, args.draft_pretrained)
+        target_map, draft_map = device_maps(
+            args, device=device, world_size=self._world_size,
+            local_rank=int(os.environ.get("LOCAL_RANK", self.accelerator.local_process_index)))
+        check_tokenizers(args)
         self.stats_path = Path(args.stats_path) if args.stats_path else default_stats_path(
             args.method, self._rank, self._world_size)
         if args.stats_path and self._world_size > 1:
@@ -103,27 +99,15 @@ class LVSpecBackend(lmms):
         if dropped:
             logger.warning(f"lvspec: {self.stats_path} ended in a partial line (a killed run); dropped its {dropped} bytes")
 
-        load = dict(dtype=args.dtype, attn_implementation=args.attn_implementation,
-                    max_num_frames=args.max_num_frames, fps=args.fps, min_pixels=args.min_pixels,
-                    max_pixels=args.max_pixels)
-        offload = (lambda role: str(Path(args.offload_folder) / role)) if args.offload_folder else (lambda role: None)
-        self.target = self.adapter_class.load(args.pretrained, device_map=target_map, offload_folder=offload("target"),
-                                              **load)
-        self.draft: Optional[HFAdapter] = None
-        if args.method != "ar":
-            if args.draft_pretrained == "self":
-                self.draft = self.target
-            else:
-                self.draft = self.adapter_class.load(args.draft_pretrained, device_map=draft_map,
-                                                     offload_folder=offload("drafter"), **load)
-        for role, adapter in (("target", self.target), ("drafter", self.draft)):
-            placement = getattr(adapter.model, "hf_device_map", None) if adapter is not None else None
-            if placement:  # the map as transformers applied it, and where the weights are now
-                where = collections.Counter(str(p.device) for p in adapter.model.parameters())
-                logger.info(f"lvspec: {role} placement: {placement}; parameter tensors by device: {dict(where)} "
-                            "(meta: offloaded, loaded by accelerate hooks per forward)")
+        self.target, self.draft = load_pair(args, self.adapter_class, target_map, draft_map)
+        self._warmed_up = False  # the paired baseline's warm-up decode (once per run)
         logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
                     f"per-sample records -> {self.stats_path.resolve()}")
+
+    @property
+    def args(self) -> LVSpecArgs:
+        """The run's model args (those its method was built from)."""
+        return self.method.args
 
     # -- lmms-eval API ----------------------------------------------------------------------
     @property
@@ -151,7 +135,10 @@ class LVSpecBackend(lmms):
                 results.append(GenerationResult(text="", token_counts=TokenCounts(output_tokens=0)))
                 continue
             ctx, doc_to_messages, gen_kwargs, doc_id, task, split = req.args
-            record = self._base_record(task, split, doc_id, cfg)
+            device = self.target.input_device
+            record = base_record(self.args, cfg, task=task, split=split, doc_id=doc_id, family=self.family,
+                                 device=str(device), device_name=device_name(device), rank=self._rank,
+                                 world_size=self._world_size)
             previous = done.get(resume_key(record))
             if previous is not None:  # resume: answer from the record, decode nothing
                 reused += 1
@@ -162,8 +149,9 @@ class LVSpecBackend(lmms):
             text, n_tokens = "", 0
             try:
                 doc = self.task_dict[task][split][doc_id]
-                inputs = self._prepare(doc_to_messages(doc))
-                text, fields = self._decode_sample(inputs, cfg, sample_seed(self.args.seed, task, split, doc_id))
+                inputs = prepare_inputs(self.target, doc_to_messages(doc))
+                text, fields = self._decode_sample(inputs, cfg, sample_seed(self.args.seed, task, split, doc_id),
+                                                   ar_first=ar_first(doc_id, self._world_size))
                 record.update(fields)
                 n_tokens = fields["new_tokens"]
             except Exception as exc:  # one bad sample is recorded and the run goes on
@@ -209,20 +197,6 @@ class LVSpecBackend(lmms):
         return DecodeConfig(max_new_tokens=max_new, eos_ids=(eos,) if eos is not None else (),
                             num_draft_tokens=self.args.num_draft_tokens, until=until)
 
-    def _prepare(self, messages: Any) -> dict[str, Any]:
-        chat = ChatMessages(messages=messages)
-        images, videos, _ = chat.extract_media()
-        if images:
-            shown = images[0] if isinstance(images[0], str) else type(images[0]).__name__
-            raise ValueError(f"the request carries an image ({shown}) where a video is expected; lvspec backends "
-                             "decode videos: give the task a video, or run image tasks with lmms-eval's qwen2_5_vl")
-        text = "".join(part.text or "" for m in chat.messages for part in m.content if part.type == "text")
-        if not text.strip():
-            raise ValueError("empty prompt: the request has no text (the task's doc_to_text gave an empty string); "
-                             "fix the doc or the task's doc_to_text")
-        hf_messages = chat.to_hf_messages(video_kwargs=self.target.video_kwargs(list(videos)))
-        return self.target.prepare(hf_messages)
-
     def _text(self, tokens: list[int], until: tuple[str, ...]) -> str:
         text = self.target.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return cut_at_until(text, until)
@@ -233,8 +207,8 @@ class LVSpecBackend(lmms):
         return token_pieces(lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
                             list(tokens))
 
-    def _run(self, method_args: LVSpecArgs, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> DecodeResult:
-        ar = method_args.method == "ar"
+    def _stop(self, cfg: DecodeConfig):
+        """The engine's stop callback for the task's `until` strings (None without any)."""
         stop = None
         if cfg.until:
             tok = self.target.tokenizer
@@ -243,33 +217,22 @@ class LVSpecBackend(lmms):
                 text = tok.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
                 return any(u and u in text for u in cfg.until)
 
-        rule = build_rule(method_args)  # the call's settings (None for ar); a small strategy object
-        keep = method_args.video_keep()
-        layer = ALL_LAYERS if method_args.draft_video_layer is None else method_args.draft_video_layer
-        pruning = VideoPruning(keep=keep, mass=method_args.draft_video_mass, layer=layer,
-                               fill=method_args.draft_video_fill) if keep < 1.0 else None
-        # relevance signals only for the rules that score relevance (target_prob reads the target's logits)
-        anchors = rule is not None and rule.needs_anchors and method_args.anchor_rule != "target_prob"
-        capture = method_args.relevance_layer if (anchors and method_args.relevance_repr == "hidden") else None
-        probe = method_args.relevance_layer if (anchors and method_args.relevance_repr == "attention") else None
-        return decode(
-            self.target, inputs, cfg,
-            draft=None if ar else self.draft,
-            pruning=pruning,
-            rule=rule,
-            anchor_factory=lambda prefill, session: self._anchor_factory(prefill, session, method_args),
-            capture_layer=capture,
-            video_attention_layer=probe,
-            generator=torch.Generator().manual_seed(seed),
-            stop=stop,
-        )
+        return stop
+
+    def _decoded(self, method: Method, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> Decoded:
+        res = method.decode(self.target, self.draft, inputs, cfg, seed=seed, stop=self._stop(cfg))
+        return Decoded(res, self._text(res.tokens, cfg.until), self._pieces(res.tokens))
 
     def context_limit(self) -> Optional[int]:
         if self.args.max_length:
             return self.args.max_length
         return getattr(self.target.model.config.get_text_config(), "max_position_embeddings", None)
 
-    def _decode_sample(self, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> tuple[str, dict[str, Any]]:
+    def _decode_sample(self, inputs: dict[str, Any], cfg: DecodeConfig, seed: int,
+                       ar_first: bool = False) -> tuple[str, dict[str, Any]]:
+        """Decode one sample (and, with paired_baseline, its `ar` twin, first when `ar_first`: the
+        order alternates so that neither side always runs on a warmer machine; the run's first paired
+        sample is preceded by one warm-up decode that is not recorded). Returns (text, record fields)."""
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         limit = self.context_limit()
         if limit and prompt_tokens + cfg.max_new_tokens > limit:
@@ -277,43 +240,15 @@ class LVSpecBackend(lmms):
                 f"prompt ({prompt_tokens} tokens, video included) + max_new_tokens ({cfg.max_new_tokens}) exceeds the "
                 f"context limit ({limit}); lower max_num_frames or max_pixels, or max_new_tokens"
             )
-        res = self._run(self.args, inputs, cfg, seed)
-        text = self._text(res.tokens, cfg.until)
-        fields = decode_fields(res, cfg.num_draft_tokens if self.args.method != "ar" else 0)
-        fields["text"] = text
-        fields["token_texts"] = self._pieces(res.tokens)
-        if self.args.paired_baseline and self.args.method != "ar":
-            ar_res = self._run(self.args.replace(method="ar"), inputs, cfg, seed)
-            fields.update(paired_fields(res, ar_res, text, self._text(ar_res.tokens, cfg.until)))
-            fields["ar_token_texts"] = self._pieces(ar_res.tokens)
-        fields["prompt_tokens"] = prompt_tokens
-        return text, fields
-
-    def _anchor_factory(self, prefill: Prefill, session: Session, a: LVSpecArgs):
-        """The per-sample anchor finder under the settings of this decode (``a``: the call's method args)."""
-        if a.anchor_rule == "target_prob":  # reads the verify logits: no visual representation to prepare
-            visual = prompt = None
-        elif a.relevance_repr == "hidden":
-            visual = prefill.hidden[~prefill.text_mask] if prefill.visual_features is not None else None
-            prompt = prefill.hidden[prefill.text_mask]
-        elif a.relevance_repr == "attention":  # scored from the verify forwards' attention, not features
-            visual = prompt = None
+        if not (self.args.paired_baseline and self.method.drafts):
+            run, ar = self._decoded(self.method, inputs, cfg, seed), None
         else:
-            visual = prefill.visual_features
-            prompt = session.embed(prefill.prompt_ids[prefill.text_mask])
-        return build_anchor_finder(visual=visual, prompt_reps=prompt, top_n=a.top_n, rule=a.anchor_rule,
-                                   relax_ratio=a.relax_ratio, side=a.anchor_side, repr_kind=a.relevance_repr,
-                                   embed=session.embed)
+            if not self._warmed_up:
+                self._warmed_up = True
+                self._decoded(self.method, inputs, cfg, seed)  # warm-up, not recorded
+            order = (self.ar, self.method) if ar_first else (self.method, self.ar)
+            done = {m.name: self._decoded(m, inputs, cfg, seed) for m in order}
+            run, ar = done[self.method.name], done[self.ar.name]
+        fields = sample_fields(run, cfg.num_draft_tokens if self.method.drafts else 0, prompt_tokens, ar)
+        return run.text, fields
 
-    def _base_record(self, task: str, split: str, doc_id: Any, cfg: DecodeConfig) -> dict[str, Any]:
-        return base_record(self.args, cfg, task=task, split=split, doc_id=doc_id, family=self.family,
-                           device=str(self.target.input_device), device_name=self._device_name(), rank=self._rank,
-                           world_size=self._world_size)
-
-    def _device_name(self) -> str:
-        device = self.target.input_device
-        if device.type == "cuda":
-            return torch.cuda.get_device_name(device)
-        import platform
-
-        return platform.processor() or platform.machine() or "cpu"

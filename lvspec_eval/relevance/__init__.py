@@ -24,17 +24,59 @@ A(d_i), A(t_i) or their max (`anchor_side` = draft | target | both):
   0.01-0.42 (reports/testbed.md, section 5). Needs no visual representation, so it also applies
   to a sample without video.
 lambda = 0 makes every mismatching position an anchor under every rule (LVSpec then reduces to SD).
+
+A method's `AnchorSpec` (built from the model args by `lvspec_eval.engine.methods.build_method`)
+makes the per-sample `AnchorFinder` from the target's prefill.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from lvspec_eval.acceptance import rank_anchor_count
+if TYPE_CHECKING:  # pragma: no cover
+    from lvspec_eval.adapters.base import Prefill, Session
+
+
+class AnchorRule(enum.Enum):
+    """`anchor_rule`: how anchors are selected from position scores (or from the target's logits)."""
+
+    RANK = "rank"
+    QUANTILE = "quantile"
+    TARGET_PROB = "target_prob"
+
+
+class RelevanceRepr(enum.Enum):
+    """`relevance_repr`: the representation a relevance score is computed from."""
+
+    EMBEDDING = "embedding"
+    HIDDEN = "hidden"
+    ATTENTION = "attention"
+
+
+class AnchorSide(enum.Enum):
+    """`anchor_side`: whose score judges a position, the draft token's, the target token's, or both."""
+
+    BOTH = "both"
+    DRAFT = "draft"
+    TARGET = "target"
+
+    def combine(self, s_draft: torch.Tensor, s_target: torch.Tensor) -> torch.Tensor:  # [K], [K] -> [K]
+        if self is AnchorSide.DRAFT:
+            return s_draft
+        if self is AnchorSide.TARGET:
+            return s_target
+        return torch.maximum(s_draft, s_target)  # both: an anchor if either token is
+
+
+def rank_anchor_count(relax_ratio: float, k: int) -> int:
+    """Anchors per round under `anchor_rule=rank`: ceil((1 - lambda) * K)."""
+    return min(k, math.ceil(round((1.0 - relax_ratio) * k, 9)))
 
 
 class RelevanceScorer:
@@ -53,25 +95,21 @@ class RelevanceScorer:
 class AnchorSelector:
     """Turns per-position scores into anchor flags under `rank` or `quantile`."""
 
-    def __init__(self, rule: str, relax_ratio: float, side: str, history: Optional[torch.Tensor] = None):
+    def __init__(self, rule: AnchorRule, relax_ratio: float, side: AnchorSide, history: Optional[torch.Tensor] = None):
         self.rule = rule
         self.relax_ratio = float(relax_ratio)
         self.side = side
         self._history: list[torch.Tensor] = [] if history is None else [history.float().cpu()]
 
     def position_scores(self, s_draft: torch.Tensor, s_target: torch.Tensor) -> torch.Tensor:  # [K]
-        if self.side == "draft":
-            return s_draft
-        if self.side == "target":
-            return s_target
-        return torch.maximum(s_draft, s_target)
+        return self.side.combine(s_draft, s_target)
 
     def select(self, scores: torch.Tensor) -> torch.Tensor:  # [K] -> [K] bool
         k = scores.numel()
         anchors = torch.zeros(k, dtype=torch.bool)
         if k == 0:
             return anchors
-        if self.rule == "rank":
+        if self.rule is AnchorRule.RANK:
             n = rank_anchor_count(self.relax_ratio, k)
             if n > 0:
                 anchors[scores.cpu().topk(n).indices] = True
@@ -108,7 +146,7 @@ class AnchorFinder:
         self,
         scorer: Optional[RelevanceScorer],
         selector: AnchorSelector,
-        repr_kind: str,
+        repr_kind: RelevanceRepr,
         embed: Callable[[torch.Tensor], torch.Tensor],
     ):
         self.scorer = scorer  # None when the sample has no visual tokens: every position is an anchor
@@ -123,15 +161,15 @@ class AnchorFinder:
         """Anchors [K] bool and position scores [K] for one round.
 
         draft_ids: [K]; target_ids: [K+1]; hidden: [K+1, H] verify-forward hidden states at the
-        relevance layer (repr_kind == "hidden"), or [K+1] the verify queries' attention share on
-        the video tokens (repr_kind == "attention": no visual features; a video-free sample has
+        relevance layer (repr_kind HIDDEN), or [K+1] the verify queries' attention share on
+        the video tokens (repr_kind ATTENTION: no visual features; a video-free sample has
         zero share everywhere); target_logits: [K+1, V] (needed by ``anchor_rule=target_prob``)."""
         k = draft_ids.numel()
-        if self.selector.rule == "target_prob":
+        if self.selector.rule is AnchorRule.TARGET_PROB:
             if target_logits is None:
                 raise RuntimeError("anchor_rule=target_prob needs the verify forward's target logits")
             return self.selector.select_by_target_prob(draft_ids, target_ids, target_logits)
-        if self.repr_kind == "attention":
+        if self.repr_kind is RelevanceRepr.ATTENTION:
             if hidden is None:  # no video in the prompt: every position is an anchor (strict)
                 return torch.ones(k, dtype=torch.bool), torch.zeros(k)
             s_draft = s_target = hidden[:k].float()  # query j judges draft j+1 (0-based: draft j)
@@ -139,7 +177,7 @@ class AnchorFinder:
             return self.selector.select(scores), scores
         if self.scorer is None:
             return torch.ones(k, dtype=torch.bool), torch.zeros(k)
-        if self.repr_kind == "hidden":
+        if self.repr_kind is RelevanceRepr.HIDDEN:
             if hidden is None:
                 raise RuntimeError("relevance_repr=hidden needs the verify hidden states")
             s_draft = self.scorer.score(hidden[1 : k + 1])
@@ -154,21 +192,47 @@ class AnchorFinder:
         self.selector.observe(scores)
 
 
-def build_anchor_finder(
-    *,
-    visual: Optional[torch.Tensor],
-    prompt_reps: Optional[torch.Tensor],
-    top_n: int,
-    rule: str,
-    relax_ratio: float,
-    side: str,
-    repr_kind: str,
-    embed: Callable[[torch.Tensor], torch.Tensor],
-) -> AnchorFinder:
-    """visual: [Nv, H] visual representations; prompt_reps: [P, H] prompt text representations
-    (seed the quantile history)."""
-    if visual is None or visual.shape[0] == 0 or repr_kind == "attention" or rule == "target_prob":
-        return AnchorFinder(None, AnchorSelector(rule, relax_ratio, side), repr_kind, embed)
-    scorer = RelevanceScorer(visual, top_n)
-    history = scorer.score(prompt_reps) if prompt_reps is not None and prompt_reps.shape[0] else None
-    return AnchorFinder(scorer, AnchorSelector(rule, relax_ratio, side, history), repr_kind, embed)
+@dataclass(frozen=True)
+class AnchorSpec:
+    """How a method finds anchors (built from the model args by `lvspec_eval.engine.methods`);
+    `finder` makes the per-sample `AnchorFinder` from the target's prefill and session."""
+
+    rule: AnchorRule
+    relax_ratio: float  # lambda
+    side: AnchorSide
+    repr_kind: RelevanceRepr
+    top_n: int
+
+    @property
+    def verify_signal(self) -> Optional[RelevanceRepr]:
+        """What the finder reads from each verify forward: HIDDEN (hidden states at the relevance
+        layer), ATTENTION (the video-attention probe), or None (embeddings, or the verify logits)."""
+        if self.rule is AnchorRule.TARGET_PROB or self.repr_kind is RelevanceRepr.EMBEDDING:
+            return None
+        return self.repr_kind
+
+    def finder(self, prefill: "Prefill", session: "Session") -> AnchorFinder:
+        """The per-sample finder: the visual and prompt representations this spec reads from the prefill."""
+        if self.rule is AnchorRule.TARGET_PROB:  # reads the verify logits: no visual representation to prepare
+            visual = prompt = None
+        elif self.repr_kind is RelevanceRepr.HIDDEN:
+            visual = prefill.hidden[~prefill.text_mask] if prefill.visual_features is not None else None
+            prompt = prefill.hidden[prefill.text_mask]
+        elif self.repr_kind is RelevanceRepr.ATTENTION:  # scored from the verify forwards' attention, not features
+            visual = prompt = None
+        else:
+            visual = prefill.visual_features
+            prompt = session.embed(prefill.prompt_ids[prefill.text_mask])
+        return self.finder_over(visual, prompt, session.embed)
+
+    def finder_over(self, visual: Optional[torch.Tensor], prompt_reps: Optional[torch.Tensor],
+                    embed: Callable[[torch.Tensor], torch.Tensor]) -> AnchorFinder:
+        """visual: [Nv, H] visual representations; prompt_reps: [P, H] prompt text representations
+        (seed the quantile history)."""
+        if (visual is None or visual.shape[0] == 0 or self.repr_kind is RelevanceRepr.ATTENTION
+                or self.rule is AnchorRule.TARGET_PROB):
+            return AnchorFinder(None, AnchorSelector(self.rule, self.relax_ratio, self.side), self.repr_kind, embed)
+        scorer = RelevanceScorer(visual, self.top_n)
+        history = scorer.score(prompt_reps) if prompt_reps is not None and prompt_reps.shape[0] else None
+        return AnchorFinder(scorer, AnchorSelector(self.rule, self.relax_ratio, self.side, history), self.repr_kind,
+                            embed)
