@@ -336,50 +336,22 @@ def memory_breakdown(peak: int, target: Any, draft: Any, kv_target: int, kv_draf
     return {"peak": peak, **parts, **extra}
 
 
-# -- the method (one function to switch to the shared method builder) ---------------------------------
+# -- the method, as the shared builder makes it ---------------------------------------------------------
 
 def decode_method(args: Any, target: Any, draft: Optional[Any], inputs: dict[str, Any], cfg: Any, *,
                   schedule: Optional[list[int]] = None, seed: int = 0, profile: bool = True) -> Any:
-    """Decode one sample with `args.method` assembled as the lmms-eval backend assembles it
-    (LVSpecBackend._run: rule, SpecVLM pruning, anchor finder, relevance capture/probe layers), with
-    the rule wrapped in a `ScriptedRule` when `schedule` is given.
+    """Decode one sample with `args.method` as the lmms-eval backend runs it (`build_method`: rule,
+    SpecVLM pruning, anchor finder, relevance capture/probe layers), with the rule wrapped in a
+    `ScriptedRule` when `schedule` is given (the real rule, anchors and probes still run every round)."""
+    import dataclasses
 
-    MERGE NOTE: this is the one place that assembles a method outside the backend; switch it to
-    `lvspec_eval.engine.methods.build_method(args)` (helper "core") once that lands on main."""
-    import torch
-
-    from lvspec_eval.acceptance import build_rule
-    from lvspec_eval.engine import decode
-    from lvspec_eval.pruning import VideoPruning
-    from lvspec_eval.relevance import build_anchor_finder
+    from lvspec_eval.engine import build_method
     from testbed.fixtures.scripted import ScriptedRule
 
-    ar = args.method == "ar"
-    rule = build_rule(args)
-    if schedule is not None and not ar:
-        rule = ScriptedRule(schedule, inner=rule)
-    keep = args.video_keep()
-    pruning = VideoPruning(keep=keep, mass=args.draft_video_mass, layer=args.draft_video_layer) if keep < 1.0 else None
-    anchors = rule is not None and rule.needs_anchors and args.anchor_rule != "target_prob"
-    capture = args.relevance_layer if (anchors and args.relevance_repr == "hidden") else None
-    probe = args.relevance_layer if (anchors and args.relevance_repr == "attention") else None
-
-    def anchor_factory(prefill: Any, session: Any) -> Any:
-        if args.anchor_rule == "target_prob" or args.relevance_repr == "attention":
-            visual = prompt = None
-        elif args.relevance_repr == "hidden":
-            visual = prefill.hidden[~prefill.text_mask] if prefill.visual_features is not None else None
-            prompt = prefill.hidden[prefill.text_mask]
-        else:
-            visual = prefill.visual_features
-            prompt = session.embed(prefill.prompt_ids[prefill.text_mask])
-        return build_anchor_finder(visual=visual, prompt_reps=prompt, top_n=args.top_n, rule=args.anchor_rule,
-                                   relax_ratio=args.relax_ratio, side=args.anchor_side, repr_kind=args.relevance_repr,
-                                   embed=session.embed)
-
-    return decode(target, inputs, cfg, draft=None if ar else draft, pruning=pruning, rule=rule,
-                  anchor_factory=anchor_factory, capture_layer=capture, video_attention_layer=probe,
-                  generator=torch.Generator().manual_seed(seed), profile=profile)
+    method = build_method(args)
+    if schedule is not None and method.drafts:
+        method = dataclasses.replace(method, rule=ScriptedRule(schedule, inner=method.rule))
+    return method.decode(target, draft, inputs, cfg, seed=seed, profile=profile)
 
 
 def method_args(method: str) -> Any:

@@ -57,8 +57,9 @@ def test_pruning_follows_the_video_keep_of_the_args():
     assert method("sd").pruning is None and method("lvspec").pruning is None and method("ar").pruning is None
     assert method("specvlm", draft_video_mass=0.3, draft_video_layer=1).pruning == VideoPruning(keep=0.1, mass=0.3,
                                                                                                  layer=1)
-    assert method("sd", draft_pretrained="self").pruning == VideoPruning(keep=0.1, mass=0.5, layer=-1)
-    assert method("lvspec", draft_video_keep=0.5).pruning == VideoPruning(keep=0.5, mass=0.5, layer=-1)
+    assert method("sd", draft_pretrained="self").pruning == VideoPruning(keep=0.1)  # SpecVLM's mass, layers, fill
+    assert method("lvspec", draft_video_keep=0.5).pruning == VideoPruning(keep=0.5, mass=0.4, layer="all",
+                                                                          fill="linspace")
     assert method("ar", draft_video_keep=0.5).pruning is None  # ar drafts nothing
 
 
