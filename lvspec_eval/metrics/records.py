@@ -11,6 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from lvspec_eval.detokenize import IncrementalText
+
 try:  # POSIX advisory lock: several processes may append to one file
     import fcntl
 except ImportError:  # pragma: no cover
@@ -114,22 +116,13 @@ def edit_similarity(a: Iterable[int], b: Iterable[int]) -> float:
 def token_pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str]:
     """The text each token adds, one string per id; their concatenation is decode(ids).
 
-    Incremental decoding with two offsets (as streaming servers do): a token that ends in the
+    Incremental decoding (`lvspec_eval.detokenize.IncrementalText`): a token that ends in the
     middle of a multi-byte character gets '' and its bytes appear with the token that completes
-    the character; byte-level BPE spaces and merges come out as decode() writes them. O(n) calls
-    of `decode` on short windows."""
-    pieces: list[str] = []
-    prefix_offset = read_offset = 0
-    for i in range(len(ids)):
-        prefix = decode(ids[prefix_offset:read_offset])
-        text = decode(ids[prefix_offset:i + 1])
-        if len(text) > len(prefix) and not text.endswith("\ufffd") and text.startswith(prefix):
-            pieces.append(text[len(prefix):])
-            prefix_offset, read_offset = read_offset, i + 1
-        else:
-            pieces.append("")
-    if read_offset < len(ids):  # an incomplete character at the very end: give it to the last token
-        pieces[-1] = decode(ids[prefix_offset:])[len(decode(ids[prefix_offset:read_offset])):]
+    the character; an incomplete character at the very end goes to the last token."""
+    stream = IncrementalText(decode)
+    pieces = [stream.push(i) for i in ids]
+    if pieces:
+        pieces[-1] += stream.flush()
     return pieces
 
 
