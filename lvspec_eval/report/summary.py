@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lvspec_eval import __version__
-from lvspec_eval.config import LVSpecArgs
+from lvspec_eval.config import BACKEND_BUILTINS, LVSpecArgs
 from lvspec_eval.report.load import Group
 
 SUMMARY_SCHEMA = "lvspec-summary"
@@ -111,7 +111,7 @@ def settings_label(method: str, params: dict[str, Any], dtype: str) -> str:
     for name, value in params.items():
         if name != "num_draft_tokens" and getattr(defaults, name, None) != value:
             parts.append(f"{name}={value}")
-    if dtype != defaults.dtype:
+    if dtype not in {b.dtype for b in BACKEND_BUILTINS.values()}:  # a family's default dtype is not shown
         parts.append(dtype)
     return " ".join(parts) or ("-" if method == "ar" else "defaults")
 
