@@ -104,3 +104,22 @@ def test_backend_refuses_a_stats_path_in_use_before_loading(tmp_path, tiny_targe
     finally:
         other.release()
     assert not stats.exists()
+
+
+def test_rank_0_of_a_data_parallel_run_also_claims_the_base_path(tmp_path):
+    """A single-process run writes r.jsonl, a data-parallel one r_rank<N>.jsonl; both resume from all of them,
+    so they must not run at once: rank 0 claims r.jsonl too (and takes nothing when it cannot)."""
+    base, rank0 = tmp_path / "r.jsonl", tmp_path / "r_rank0.jsonl"
+    single = claim_stats_path(base)
+    with pytest.raises(StatsPathError, match="'.*r.jsonl' is in use by another run"):
+        claim_stats_path(rank0, base)
+    free = claim_stats_path(rank0)  # the failed claim let go of the rank file it had taken
+    free.release()
+    single.release()
+    dp = claim_stats_path(rank0, base)
+    assert dp.held
+    with pytest.raises(StatsPathError, match="in use by another run"):
+        claim_stats_path(base)
+    rank1 = claim_stats_path(tmp_path / "r_rank1.jsonl")  # the other ranks claim their own files only
+    rank1.release()
+    dp.release()

@@ -1,5 +1,6 @@
 """The decoding engine (never imports lmms-eval, never branches on model family)."""
 
 from lvspec_eval.engine.loop import DecodeResult, decode
+from lvspec_eval.engine.stopping import StopCondition
 
-__all__ = ["DecodeResult", "decode"]
+__all__ = ["DecodeResult", "StopCondition", "decode"]

@@ -143,8 +143,10 @@ class LVSpecBackend(lmms):
         if args.stats_path and self._world_size > 1:
             self.stats_path = self.stats_path.with_name(f"{self.stats_path.stem}_rank{self._rank}{self.stats_path.suffix}")
         # refused before any weights load: a record file that cannot be written, or one another run appends to
-        # (held until the end of generate_until; a constructor that fails later frees it with the object)
-        self._run_lock: RunLock = claim_stats_path(self.stats_path)
+        # (held until the end of generate_until; a constructor that fails later frees it with the object). Rank 0
+        # of a data-parallel run also claims the base path, which a single-process run on it writes.
+        base = [Path(args.stats_path)] if args.stats_path and self._world_size > 1 and self._rank == 0 else []
+        self._run_lock: RunLock = claim_stats_path(self.stats_path, *base)
         dropped = repair_tail(self.stats_path)
         if dropped:
             logger.warning(f"lvspec: {self.stats_path} ended in a partial line (a killed run); dropped its {dropped} bytes")

@@ -50,49 +50,73 @@ def _owner_text(path: Path) -> str:
 
 
 class RunLock:
-    """Exclusive claim on one record file, held from the backend's start to the end of its decoding."""
+    """Exclusive claim on record files, held from the backend's start to the end of its decoding.
 
-    def __init__(self, stats_path: Path):
-        self.stats_path = Path(stats_path)
-        self.lock_path = self.stats_path.with_name(self.stats_path.name + ".lock")
-        self._lock = FileLock(str(self.lock_path), timeout=0, thread_local=False)
+    `stats_path` is the file this process appends to; `also` are further record paths to claim,
+    e.g. rank 0 of a data-parallel run claims the run's base stats_path as well, so that a
+    single-process run on that path and a data-parallel one (writing `_rank<N>` files) exclude
+    each other too."""
+
+    def __init__(self, stats_path: Path, *also: Path):
+        self.paths = [Path(stats_path), *(Path(p) for p in also)]
+        self._locks = [FileLock(str(_lock_path(p)), timeout=0, thread_local=False) for p in self.paths]
+
+    @property
+    def stats_path(self) -> Path:
+        return self.paths[0]
 
     @property
     def held(self) -> bool:
-        return self._lock.is_locked
+        return all(lock.is_locked for lock in self._locks)
 
     def acquire(self) -> None:
-        """Take the lock or raise StatsPathError naming the run that holds it; idempotent."""
-        if self.held:
-            return
+        """Take every lock or raise StatsPathError naming the run that holds one (taking none); idempotent."""
+        taken = []
         try:
-            self._lock.acquire()
-        except Timeout:
-            raise StatsPathError(
-                f"stats_path {str(self.stats_path)!r} is in use by {_owner_text(self.lock_path)}. Two runs appending "
-                "to one record file would decode and record every sample twice: wait for that run to finish (this "
-                "run then resumes from its records), or give this run another stats_path") from None
-        except OSError as exc:
-            raise StatsPathError(f"stats_path {str(self.stats_path)!r} cannot be locked: {self.lock_path} cannot be "
-                                 f"written ({exc.strerror or type(exc).__name__}); give a writable file path in "
-                                 "--model_args stats_path=...") from None
-        owner = {"pid": os.getpid(), "host": socket.gethostname(),
-                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "command": " ".join(sys.argv)[:300]}
-        try:
-            self.lock_path.write_text(json.dumps(owner) + "\n")
-        except OSError:  # the lock holds without the note; the other run's message says less
-            pass
+            for path, lock in zip(self.paths, self._locks):
+                if not lock.is_locked:
+                    _take(path, lock)
+                    taken.append(lock)
+        except BaseException:
+            for lock in taken:
+                lock.release(force=True)
+            raise
 
     def release(self) -> None:
-        if self.held:
-            self._lock.release(force=True)
+        for lock in self._locks:
+            if lock.is_locked:
+                lock.release(force=True)
 
 
-def claim_stats_path(path: Path) -> RunLock:
-    """Check that `path` can be written and take its run lock (StatsPathError otherwise)."""
+def _lock_path(stats_path: Path) -> Path:
+    return stats_path.with_name(stats_path.name + ".lock")
+
+
+def _take(stats_path: Path, lock: FileLock) -> None:
+    lock_path = _lock_path(stats_path)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StatsPathError(
+            f"stats_path {str(stats_path)!r} is in use by {_owner_text(lock_path)}. Two runs appending to one record "
+            "file would decode and record every sample twice: wait for that run to finish (this run then resumes "
+            "from its records), or give this run another stats_path") from None
+    except OSError as exc:
+        raise StatsPathError(f"stats_path {str(stats_path)!r} cannot be locked: {lock_path} cannot be written "
+                             f"({exc.strerror or type(exc).__name__}); give a writable file path in "
+                             "--model_args stats_path=...") from None
+    owner = {"pid": os.getpid(), "host": socket.gethostname(),
+             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+             "command": " ".join(sys.argv)[:300]}
+    try:
+        lock_path.write_text(json.dumps(owner) + "\n")
+    except OSError:  # the lock holds without the note; the other run's message says less
+        pass
+
+
+def claim_stats_path(path: Path, *also: Path) -> RunLock:
+    """Check that `path` can be written and take the run locks of `path` and `also` (StatsPathError otherwise)."""
     check_writable(Path(path))
-    lock = RunLock(Path(path))
+    lock = RunLock(Path(path), *also)
     lock.acquire()
     return lock
-
