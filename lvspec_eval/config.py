@@ -19,6 +19,12 @@ ANCHOR_RULES = ("rank", "quantile", "target_prob")
 ANCHOR_SIDES = ("both", "draft", "target")
 RELEVANCE_REPRS = ("embedding", "hidden", "attention")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
+#: How a backend treats the task's `until` strings (lmms-eval adds `until=["\n\n"]` to every
+#: generate_until task that sets none): `ignore` never reads them (the chat `qwen2_5_vl`);
+#: `drop` checks their type (a string or a list) and discards them (the simple `llava_hf`);
+#: `honour` stops at the first one the text contains and cuts the answer there; `honour_except_blank_line`
+#: the same with "\n\n" removed (the simple `qwen2_5_vl`).
+UNTIL_POLICIES = ("ignore", "drop", "honour", "honour_except_blank_line")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 #: FLy's window rule: `amd` as AMD-AGI/FLy's code; `in_block` this project's earlier reading (docs/baselines.md).
 FLY_WINDOW_RULES = ("amd", "in_block")
@@ -42,6 +48,34 @@ PRUNED_BY_DEFAULT = ("specvlm",)
 
 class ArgsError(ValueError):
     """A model argument is unknown or has a bad value; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BuiltinDefaults:
+    """What a family's built-in lmms-eval backend does with what the user and the task leave unset.
+
+    Each lvspec backend mirrors one built-in (`LVSpecBackend.builtin`), so that `method=ar` returns
+    its text; tests/test_builtin_defaults.py reads these values from lmms-eval's own source."""
+
+    backend: str  # the lmms-eval backend mirrored, as users select it (`--model ...`)
+    dtype: str  # load dtype when the model args give none (one of DTYPES)
+    max_new_tokens: int  # when the task's generation kwargs set none
+    until: str  # how the task's `until` strings are treated (one of UNTIL_POLICIES)
+    # decode's clean_up_tokenization_spaces for the answer text; None: the tokenizer's own setting
+    clean_up_spaces: Optional[bool] = None
+
+
+#: lmms-eval 0.7.3 `--model qwen2_5_vl` (the chat class, models/chat/qwen2_5_vl.py): loads bfloat16,
+#: max_new_tokens 128, never reads `until`, stops at the tokenizer's EOS, decodes without clean-up.
+QWEN2_5_VL_BUILTIN = BuiltinDefaults("qwen2_5_vl", dtype="bfloat16", max_new_tokens=128, until="ignore",
+                                     clean_up_spaces=False)
+#: lmms-eval 0.7.3 `--model llava_hf --force_simple` (models/simple/llava_hf.py; the chat class crashes
+#: on video-only messages): loads dtype "auto", max_new_tokens 1024, pops `until` (a string or a list,
+#: else ValueError) without using it, stops at the tokenizer's EOS, decodes with the tokenizer's clean-up.
+LLAVA_HF_BUILTIN = BuiltinDefaults("llava_hf --force_simple", dtype="auto", max_new_tokens=1024, until="drop",
+                                   clean_up_spaces=None)
+#: The built-in each lvspec backend (lmms-eval model name) mirrors; torch-free for `lvspec-report`.
+BACKEND_BUILTINS = {"lvspec_qwen": QWEN2_5_VL_BUILTIN, "lvspec_llava_ov": LLAVA_HF_BUILTIN}
 
 
 @dataclass(frozen=True)
@@ -75,11 +109,12 @@ class LVSpecArgs:
     fps: Optional[float] = None
     min_pixels: int = 256 * 28 * 28
     max_pixels: int = 1605632
-    dtype: str = "bfloat16"
+    dtype: Optional[str] = None  # None: the family's built-in default (BuiltinDefaults.dtype)
     device_map: Optional[str] = None  # None: "auto" when CUDA is available, else "cpu"; or a JSON map file
     draft_device_map: Optional[str] = None  # None: as device_map (a JSON map file there: "auto"/"cpu")
     offload_folder: Optional[str] = None  # where a device map's "disk" entries are stored
     attn_implementation: Optional[str] = None
+    until_policy: Optional[str] = None  # None: as the family's built-in backend (BuiltinDefaults.until)
     seed: int = 0
     paired_baseline: bool = False
     stats_path: Optional[str] = None  # None: lvspec_runs/<UTC timestamp>_<method>.jsonl
@@ -119,7 +154,10 @@ class LVSpecArgs:
         _choice("anchor_rule", self.anchor_rule, ANCHOR_RULES)
         _choice("anchor_side", self.anchor_side, ANCHOR_SIDES)
         _choice("relevance_repr", self.relevance_repr, RELEVANCE_REPRS)
-        _choice("dtype", self.dtype, DTYPES)
+        if self.dtype is not None:
+            _choice("dtype", self.dtype, DTYPES)
+        if self.until_policy is not None:
+            _choice("until_policy", self.until_policy, UNTIL_POLICIES)
         if self.attn_implementation is not None:
             _choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         _bounded("num_draft_tokens", self.num_draft_tokens, 1, 256)
@@ -234,4 +272,5 @@ class DecodeConfig:
     max_new_tokens: int
     eos_ids: tuple[int, ...]
     num_draft_tokens: int = 10
-    until: tuple[str, ...] = field(default_factory=tuple)
+    until: tuple[str, ...] = field(default_factory=tuple)  # stop strings honoured (after the family's policy)
+    special_ids: tuple[int, ...] = field(default_factory=tuple)  # verified strictly by every rule (EOS always is)

@@ -78,7 +78,7 @@ def load_pair(target: str, draft: str) -> tuple[Any, Any, Any]:
     pair.check_checkpoints(args)
     maps = pair.device_maps(args, device="cpu")
     pair.check_tokenizers(args)
-    return (args, *pair.load_pair(args, QwenVLAdapter, *maps))
+    return (args, *pair.load_pair(args, QwenVLAdapter, *maps, dtype=args.dtype))
 
 
 def prepare_docs(target: Any, limit: int) -> list[tuple[dict, dict]]:

@@ -1,23 +1,31 @@
 """Backend glue without models: generation kwargs, until cutting, per-sample seeds, stats path."""
 
 import pytest
+from tokenizers import AddedToken
 
 from lvspec_eval.config import ArgsError, LVSpecArgs
 from lvspec_eval.adapters.loading import TokenizerMismatchError, check_same_tokenizer, tokenizer_differences
 from lvspec_eval.engine import build_method
-from lvspec_eval.lmms.backend import LVSpecBackend, ar_first, cut_at_until, default_stats_path, sample_seed
+from lvspec_eval.lmms.backend import (LVSpecBackend, ar_first, asks_for_sampling, cut_at_until, default_stats_path,
+                                     effective_until, sample_seed)
+from lvspec_eval.lmms.llava_ov import LVSpecLlavaOV
+from lvspec_eval.lmms.qwen import LVSpecQwen
 
 
 class _Tok:
     eos_token_id = 151645
+    all_special_ids = [151645, 151643]
+    added_tokens_decoder = {151643: AddedToken("<|endoftext|>", special=True),
+                            151652: AddedToken("<|vision_start|>", special=True),
+                            151657: AddedToken("<tool_call>", special=False)}
 
 
 class _Adapter:
     tokenizer = _Tok()
 
 
-def backend(**args):
-    b = object.__new__(LVSpecBackend)  # glue only: no model loading
+def backend(cls=LVSpecBackend, **args):
+    b = object.__new__(cls)  # glue only: no model loading
     b.method = build_method(LVSpecArgs(**args))
     b.target = _Adapter()
     return b
@@ -25,16 +33,59 @@ def backend(**args):
 
 def test_generation_kwargs_are_honoured():
     cfg = backend(num_draft_tokens=4)._decode_config({"max_new_tokens": 7, "until": ["\n\n", "Q:"], "temperature": 0})
-    assert cfg.max_new_tokens == 7 and cfg.until == ("\n\n", "Q:") and cfg.eos_ids == (151645,)
+    assert cfg.max_new_tokens == 7 and cfg.eos_ids == (151645,)
     assert cfg.num_draft_tokens == 4
-    assert backend()._decode_config({}).max_new_tokens == 128
-    assert backend()._decode_config({"until": "STOP"}).until == ("STOP",)
+    # every rule verifies these strictly: the tokenizer's special ids and its added tokens marked special
+    assert cfg.special_ids == (151643, 151645, 151652)
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": 0.7}, {"do_sample": True}])
+GEN = {"until": ["\n\n", "Q:"], "temperature": 0, "do_sample": False}
+
+
+def test_lvspec_qwen_stops_as_the_chat_qwen2_5_vl():
+    """The chat qwen2_5_vl never reads `until` (not even its type); max_new_tokens 128 by default."""
+    b = backend(LVSpecQwen)
+    assert b._decode_config(GEN).until == ()
+    assert b._decode_config({"until": 42}).until == ()
+    assert b._decode_config({}).max_new_tokens == 128
+
+
+def test_lvspec_llava_ov_stops_as_llava_hf():
+    """The simple llava_hf pops `until` (a string or a list, else ValueError) and never uses it; 1024 by default."""
+    b = backend(LVSpecLlavaOV)
+    assert b._decode_config(GEN).until == () and b._decode_config({"until": "STOP"}).until == ()
+    assert b._decode_config({}).max_new_tokens == 1024
+    for bad in (42, None, ("a",), ["a", 3]):
+        with pytest.raises(ArgsError, match="is not a string or a list of strings .*llava_hf.*refuses it too"):
+            b._decode_config({"until": bad})
+
+
+@pytest.mark.parametrize("policy,expected", [("ignore", ()), ("drop", ()), ("honour", ("\n\n", "Q:")),
+                                             ("honour_except_blank_line", ("Q:",))])
+def test_until_policy_model_arg_overrides_the_family(policy, expected):
+    for cls in (LVSpecQwen, LVSpecLlavaOV):
+        assert backend(cls, until_policy=policy)._decode_config(GEN).until == expected
+    assert backend(until_policy="honour")._decode_config({"until": "STOP"}).until == ("STOP",)
+    assert backend(until_policy="honour")._decode_config({}).until == ()
+
+
+def test_effective_until_never_reads_until_when_ignoring():
+    assert effective_until({"until": object()}, "ignore") == ()
+    with pytest.raises(ArgsError, match="until=3 \\(int\\)"):
+        effective_until({"until": 3}, "honour")
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": 0.7}, {"temperature": 1, "do_sample": False}, {"temperature": "hot"}])
 def test_sampling_is_refused_with_the_fix(kwargs):
     with pytest.raises(ArgsError, match="greedily only.*temperature: 0"):
         backend()._decode_config(kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"do_sample": True}, {"do_sample": True, "temperature": 0}, {"temperature": None}])
+def test_do_sample_at_temperature_0_is_greedy_as_in_the_builtins(kwargs):
+    """lmms-eval's qwen2_5_vl and llava_hf sample only when temperature > 0, whatever do_sample says."""
+    assert asks_for_sampling(kwargs) is None
+    assert backend()._decode_config(kwargs).max_new_tokens == 128
 
 
 def test_cut_at_until_takes_the_earliest():

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from conftest import method
+from lvspec_eval.acceptance import RandomRule, StrictRule
 from lvspec_eval.config import DecodeConfig
+from lvspec_eval.engine import decode
+from lvspec_eval.metrics.records import decode_fields, paired_fields
 from lvspec_eval.relevance import RelevanceRepr
 from testbed.fixtures.scripted import ScriptedDrafter, expected_schedule
 
@@ -147,15 +150,128 @@ def test_max_new_tokens_and_eos_trim(target, inputs, ar_runs):
     assert r.tokens == ar.tokens[: first + 1] and r.stop_reason == "eos"
 
 
-def test_until_stop_callback(target, inputs, ar_runs):
-    ar = ar_runs[0]
-    seen = []
+def detok(target):
+    tok = target.tokenizer
+    return lambda ids: tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def stop(tokens):
-        seen.append(len(tokens))
-        return len(tokens) >= 9
 
-    r = SD.decode(target, target, inputs[0], cfg(5), seed=0, stop=stop)
-    assert r.stop_reason == "until" and r.tokens == ar.tokens[: len(r.tokens)] and len(r.tokens) >= 9
-    # the per-round counts follow the tokens dropped after the stop
-    assert sum(r.per_step_accepted) == r.accepted == sum(c in "ELS" for c in r.provenance)
+def plan_until(decode, toks, lo, hi):
+    """(u, until): a 2-4 character string whose first occurrence in the text completes at token u,
+    lo <= u <= hi (the text of tokens[:u+1] has it, the text of tokens[:u] does not)."""
+    for u in range(lo, hi + 1):
+        before, text = decode(toks[:u]), decode(toks[:u + 1])
+        for width in (2, 3, 4):
+            until = text[-width:]
+            if len(text) > len(before) and until.strip() and until not in before and "\ufffd" not in until:
+                return u, until
+    raise AssertionError("no token completes a fresh stop string; change the tiny models' seeds")
+
+
+K = 5  # identical drafter: round r emits tokens 6r-5 .. 6r (K drafts + bonus)
+
+
+def check_same_as_ar(target, inp, c, stop_at, reason):
+    detokenize = detok(target)
+    ar = decode(target, inp, c, detokenize=detokenize)
+    sd = decode(target, inp, c, draft=target, rule=StrictRule(), detokenize=detokenize)
+    assert ar.tokens == sd.tokens and len(sd.tokens) == stop_at + 1  # token for token, stopped on the same token
+    assert ar.stop_reason == sd.stop_reason == reason
+    round_of = (stop_at - 1) // (K + 1) + 1
+    assert sd.rounds == round_of and ar.rounds == stop_at
+    assert sd.provenance == "P" + ("E" * K + "B") * (round_of - 1) + "E" * (stop_at - (K + 1) * (round_of - 1))
+    assert sd.accepted_exact == sum(sd.accepted_per_position) == sd.provenance.count("E") == stop_at - (round_of - 1)
+    assert sum(sd.per_step_accepted) == sd.accepted and len(sd.per_step_drafted) == sd.rounds  # per-round counts
+    fields = decode_fields(sd, K)
+    assert fields["new_tokens"] == stop_at + 1 and fields["tau"] == pytest.approx(stop_at / round_of)
+    paired = paired_fields(sd, ar, detokenize(sd.tokens), detokenize(ar.tokens))
+    assert paired["exact_match_ar"] is True and paired["edit_sim_ar"] == 1.0 and paired["ar_new_tokens"] == stop_at + 1
+    return sd
+
+
+def test_until_and_eos_in_the_same_round(target, inputs, ar_runs):
+    """The round that completes `until` also drafts and emits an EOS later on: the decode stops on the
+    `until` token (as `ar`), not at the EOS."""
+    toks = ar_runs[0].tokens
+    u, until = plan_until(detok(target), toks, 13, 15)  # inside round 3 (tokens 13..18)
+    e = next(i for i in range(u + 1, 19) if toks.index(toks[i]) == i)
+    c = DecodeConfig(max_new_tokens=N_NEW, eos_ids=(toks[e],), num_draft_tokens=K, until=(until,))
+    check_same_as_ar(target, inputs[0], c, u, "until")
+    # without the stop string the same round ends at the EOS
+    no_until = DecodeConfig(max_new_tokens=N_NEW, eos_ids=(toks[e],), num_draft_tokens=K)
+    check_same_as_ar(target, inputs[0], no_until, e, "eos")
+
+
+def test_until_and_max_new_tokens_in_the_same_round(target, inputs, ar_runs):
+    toks = ar_runs[1].tokens
+    u, until = plan_until(detok(target), toks, 13, 15)
+    # max_new_tokens 18: round 3 drafts 4 and emits tokens 13..17, the last one hitting the limit
+    c = DecodeConfig(max_new_tokens=18, eos_ids=(EOS,), num_draft_tokens=K, until=(until,))
+    check_same_as_ar(target, inputs[1], c, u, "until")
+
+
+def test_until_on_the_first_token_and_never_met(target, inputs, ar_runs):
+    toks = ar_runs[2].tokens
+    first = detok(target)(toks[:1])
+    assert first.strip(), "the first token decodes to whitespace only; pick another clip"
+    r = decode(target, inputs[2], DecodeConfig(max_new_tokens=N_NEW, eos_ids=(EOS,), num_draft_tokens=K,
+                                               until=(first,)), draft=target, rule=StrictRule(),
+               detokenize=detok(target))
+    assert r.tokens == toks[:1] and r.stop_reason == "until" and r.rounds == 0
+    never = decode(target, inputs[2], DecodeConfig(max_new_tokens=N_NEW, eos_ids=(EOS,), num_draft_tokens=K,
+                                                   until=("<|lvspec_never|>",)), draft=target, rule=StrictRule(),
+                   detokenize=detok(target))
+    assert never.tokens == toks and never.stop_reason == "max_new_tokens"
+
+
+def test_until_needs_a_detokenizer(target, inputs):
+    with pytest.raises(ValueError, match="need a detokenize callable"):
+        decode(target, inputs[0], DecodeConfig(max_new_tokens=4, eos_ids=(EOS,), until=("x",)))
+
+
+class SpyRandom(RandomRule):
+    """`random` accepting every mismatch; keeps each round's view."""
+
+    def __init__(self):
+        super().__init__(p=1.0)
+        self.views = []
+
+    def judge(self, view):
+        self.views.append(view)
+        return super().judge(view)
+
+
+def rounds_of(provenance):
+    """The provenance codes of each round (a round ends with its correction, bonus or plain step)."""
+    out, cur = [], ""
+    for code in provenance[1:]:
+        cur += code
+        if code in "CBT":
+            out.append(cur)
+            cur = ""
+    return out + ([cur] if cur else [])
+
+
+def test_special_tokens_are_strict_in_the_loop(target, draft, inputs):
+    """`random` with p = 1 accepts every mismatch, except where the draft or the target token is special."""
+    inp = inputs[0]
+    plain_rule = SpyRandom()
+    plain = decode(target, inp, cfg(K), draft=draft, rule=plain_rule)
+    # call special the tokens that the unguarded run accepted loosely (drafts) or overrode (target)
+    special = sorted({int(v.draft_ids[i]) for v in plain_rule.views for i in range(v.draft_ids.numel())
+                      if v.draft_ids[i] != v.target_ids[i]}
+                     | {int(v.target_ids[i]) for v in plain_rule.views for i in range(v.draft_ids.numel())
+                        if v.draft_ids[i] != v.target_ids[i]})
+    assert plain.accepted_loose > 0
+    spy = SpyRandom()
+    guarded = decode(target, inp, DecodeConfig(max_new_tokens=N_NEW, eos_ids=(EOS,), num_draft_tokens=K,
+                                               special_ids=tuple(special)), draft=draft, rule=spy)
+    assert guarded.accepted_loose < plain.accepted_loose
+    per_round = [r for r in rounds_of(guarded.provenance) if not r.endswith("T")]  # T: nothing drafted, no verdicts
+    assert len(per_round) == len(spy.views) and guarded.rounds >= len(spy.views)
+    for codes, v in zip(per_round, spy.views):
+        n = len(codes) - 1  # accepted drafts of the round
+        for i in range(n):
+            d, t = int(v.draft_ids[i]), int(v.target_ids[i])
+            assert d == t or (d not in special and t not in special), (codes, i, d, t)
+        if n < v.draft_ids.numel():  # the correction is the target's token
+            assert codes[-1] == "C"

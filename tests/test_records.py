@@ -131,7 +131,7 @@ def test_writer_writes_exactly_the_schema_fields():
 
     args = LVSpecArgs(method="lvspec", paired_baseline=True)
     cfg = DecodeConfig(max_new_tokens=8, eos_ids=(1,), num_draft_tokens=4, until=("\n",))
-    base = base_record(args, cfg, task="t", split="test", doc_id=3, family="qwen2_5_vl", device="cpu",
+    base = base_record(args, cfg, dtype="bfloat16", task="t", split="test", doc_id=3, family="qwen2_5_vl", device="cpu",
                        device_name="cpu", rank=0, world_size=1)
     assert tuple(base) == tuple(f.name for f in schema.EVERY.fields)
     res = DecodeResult(tokens=[5, 6, 7], provenance="PEB", anchor_flags="-a-", rounds=1, proposed=1,

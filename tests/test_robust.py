@@ -18,11 +18,13 @@ import pytest
 
 from lvspec_eval.lmms.backend import cut_at_until
 from lvspec_eval.lmms.run_metrics import RUN_MEANS
+from lvspec_eval.lmms.run_lock import claim_stats_path
 from lvspec_eval.metrics.records import read_records
 from lvspec_eval.report.inputs import load_inputs
 from lvspec_eval.report.pairing import build_groups
 from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
                                      run_cli, task_variant, without)
+from testbed.fixtures.tiny import declare_eos
 
 pytestmark = pytest.mark.slow
 
@@ -276,15 +278,19 @@ def drafter_with_other_tokenizer(src: str, dst: Path) -> str:
     return str(dst)
 
 
-@pytest.mark.parametrize("case", ["temperature", "max_new_tokens_0", "unknown_method", "missing_checkpoint",
-                                  "other_tokenizer"])
+@pytest.mark.parametrize("case", ["unknown_method", "missing_checkpoint", "other_tokenizer", "stats_path_unwritable",
+                                  "stats_path_in_use"])
 def test_refused_before_any_work(case, tmp_path, tiny_target, tiny_draft, rb_task):
     stats = tmp_path / "r.jsonl"
     target, draft, extra, settings = tiny_target, tiny_draft, [], ""
-    if case == "temperature":
-        extra, expected = ["--gen_kwargs", "temperature=0.7"], "decode greedily only"
-    elif case == "max_new_tokens_0":
-        extra, expected = ["--gen_kwargs", "max_new_tokens=0"], "max_new_tokens=0: at least one new token"
+    other_run = None
+    if case == "stats_path_in_use":  # another run (this test process) appends to the same record file
+        other_run = claim_stats_path(stats)
+        expected = f"stats_path '{stats}' is in use by another run: pid {os.getpid()} on "
+    elif case == "stats_path_unwritable":  # a file where a folder is needed: no write can succeed, not even as root
+        (tmp_path / "a_file").write_text("x")
+        stats = tmp_path / "a_file" / "r.jsonl"
+        expected = f"stats_path '{stats}' cannot be written"
     elif case == "unknown_method":
         settings, expected = ",method=beam", "method='beam' is not valid; choose one of: ar, sd"
     elif case == "missing_checkpoint":
@@ -292,13 +298,38 @@ def test_refused_before_any_work(case, tmp_path, tiny_target, tiny_draft, rb_tas
     else:
         draft = drafter_with_other_tokenizer(tiny_draft, tmp_path / "draft_v2")
         expected = "use different tokenizers: vocabularies differ"
-    proc = run_cli("lvspec_qwen", model_args(target, draft, stats, settings), rb_task, tmp_path / "out", tasks=TASK,
-                   extra=["--limit", "1", *extra])
+    try:
+        proc = run_cli("lvspec_qwen", model_args(target, draft, stats, settings), rb_task, tmp_path / "out", tasks=TASK,
+                       extra=["--limit", "1", *extra])
+    finally:
+        if other_run is not None:
+            other_run.release()
     log = proc.stdout + proc.stderr
     assert expected in log, log[-3000:]
     assert not list((tmp_path / "out").rglob("*_results.json")) and not stats.exists()
-    if case == "other_tokenizer":  # refused before the weights load
-        assert "<tool_call_v2>" in log and "Loading weights" not in log
+    if case in ("other_tokenizer", "stats_path_unwritable", "stats_path_in_use"):  # refused before the weights load
+        assert "Loading weights" not in log
+    if case == "other_tokenizer":
+        assert "<tool_call_v2>" in log
+
+
+@pytest.mark.parametrize("case", ["temperature", "max_new_tokens_0"])
+def test_generation_kwargs_that_cannot_be_honoured_give_failed_records(case, tmp_path, tiny_target, tiny_draft,
+                                                                      rb_task):
+    """Checked per request: each sample of the task gets a failed record with the fix, the run goes on."""
+    stats = tmp_path / "r.jsonl"
+    gen, expected = {"temperature": ("temperature=0.7", "asks for sampling (temperature=0.7); lvspec backends decode "
+                                                        "greedily only: set temperature: 0"),
+                     "max_new_tokens_0": ("max_new_tokens=0", "max_new_tokens=0: at least one new token")}[case]
+    proc = run_cli("lvspec_qwen", model_args(tiny_target, tiny_draft, stats), rb_task, tmp_path / "out", tasks=TASK,
+                   extra=["--limit", "2", "--gen_kwargs", gen])
+    log = proc.stdout + proc.stderr
+    assert "2 request(s) not decoded: " in log and expected in log, log[-3000:]
+    assert log.count("not decoded: ") == 1  # logged once for both samples
+    records = read_records(stats)
+    assert len(records) == 2 and all(expected in r["error"] and "tokens" not in r for r in records)
+    _, samples = outputs(tmp_path / "out", TASK)
+    assert [response(s) for s in samples] == ["", ""]
 
 
 # -- 1. EOS from the drafter mid-block and at the block's end, `until` across a round boundary --------
@@ -318,15 +349,6 @@ def plan_eos(ar: dict, mid: bool) -> tuple[int, int, int]:
                 if toks.index(toks[i]) == i and (1 < slot(i, k) < k if mid else slot(i, k) == k):
                     return k, doc, i
     raise AssertionError("no token of the baseline's greedy outputs fits; change the tiny models' seeds")
-
-
-def with_eos(src: str, dst: Path, token: str) -> str:
-    """A copy of the checkpoint whose tokenizer declares `token` as its EOS."""
-    shutil.copytree(src, dst)
-    config = json.loads((dst / "tokenizer_config.json").read_text())
-    config["eos_token"] = token
-    (dst / "tokenizer_config.json").write_text(json.dumps(config))
-    return str(dst)
 
 
 def plan_until(tok, toks: list[int], k: int) -> tuple[str, int]:
@@ -351,7 +373,7 @@ def test_drafter_eos_and_until_across_rounds(where, tmp_path, tiny_target, clips
     ar = {d: baseline[d]["ar_tokens"] for d in range(3)}  # docs 0..2: the three clips
     k, doc, index = plan_eos(ar, where == "mid_block")
     eos = ar[doc][index]
-    target = with_eos(tiny_target, tmp_path / "target", tok.convert_ids_to_tokens(eos))
+    target = str(declare_eos(tiny_target, tmp_path / "target", tok.convert_ids_to_tokens(eos)))
     tasks = tmp_path / "tasks"
     task_variant(tasks / "eos", "lvspec_rb_eos", [DOCS[doc]], clips_dir)
     names = "lvspec_rb_eos"
@@ -364,8 +386,9 @@ def test_drafter_eos_and_until_across_rounds(where, tmp_path, tiny_target, clips
                      {"max_new_tokens": 24, "temperature": 0, "do_sample": False, "until": [until]})
         names += ",lvspec_rb_until"
     stats = tmp_path / "r.jsonl"
+    # until_policy=honour: lvspec_qwen ignores `until` by default, as lmms-eval's chat qwen2_5_vl does
     args = (f"pretrained={target},draft_pretrained=self,draft_video_keep=1.0,method=sd,num_draft_tokens={k},"
-            f"dtype=float32,device_map=cpu,{PIXELS},paired_baseline=true,stats_path={stats}")
+            f"dtype=float32,device_map=cpu,{PIXELS},paired_baseline=true,until_policy=honour,stats_path={stats}")
     proc = run_cli("lvspec_qwen", args, tasks, tmp_path / "out", tasks=names)
     records = {r["task"]: r for r in read_records(stats)}
     assert set(records) == set(names.split(",")), proc.stderr[-3000:]

@@ -8,7 +8,7 @@ import torch
 from conftest import method
 from lvspec_eval.acceptance import (
     EXACT, LOOSE, REJECT, SHIFT, FlyPlusRule, FlyRule, LVSpecRule, RandomRule, RoundView, StrictRule,
-    accepted_length, fly_window_ok, shift_hits, top_k_entropy,
+    accepted_length, fly_window_ok, judge_round, shift_hits, strict_on_special, top_k_entropy,
 )
 from lvspec_eval.relevance import AnchorRule, AnchorSelector, AnchorSide, RelevanceScorer, rank_anchor_count
 
@@ -33,10 +33,10 @@ def logits_for(target_ids, confident=None):
     return torch.stack(rows)
 
 
-def view(draft, target, anchors=None, confident=None, generator=None):
+def view(draft, target, anchors=None, confident=None, generator=None, special=None):
     d, t = torch.tensor(draft), torch.tensor(target)
     return RoundView(d, t, logits_for(target, confident), anchors=None if anchors is None else torch.tensor(anchors),
-                     generator=generator)
+                     generator=generator, special_ids=None if special is None else torch.tensor(special))
 
 
 def codes(v):
@@ -340,3 +340,82 @@ def test_target_prob_rule_flags_where_the_target_rejects_the_draft_token():
     assert LVSpecRule(shift_window=0).judge(RoundView(d, t, logits, anchors=flags(0.5)[0])).tolist() == [EXACT, LOOSE, REJECT]
     with pytest.raises(RuntimeError, match="target logits"):
         finder(0.5).round(d, t, None)
+
+
+# -- EOS and special tokens are always strict (one guard for every rule: acceptance.judge_round) ------------
+EOS, VSTART = 15, 14  # stand-ins for <|im_end|> and <|vision_start|>
+SPECIAL = [VSTART, EOS]
+T6 = [1, 2, 3, 4, 5, 6, 7]  # target t_1..t_7 of a K = 6 round; every row a near-tie (the target is unsure)
+
+
+def loose_rules():
+    """Each loose rule set up so that, without the guard, it accepts every mismatch of the tables below."""
+    return {
+        "lvspec (fillers)": (LVSpecRule(shift_window=2), [False] * 6),
+        "lvspec (anchors, shift)": (LVSpecRule(shift_window=2), [True] * 6),
+        "fly": (FlyRule(window=2), None),
+        "fly_plus": (FlyPlusRule(0.3), None),
+        "random": (RandomRule(1.0), None),
+    }
+
+
+def with_token(seq, i, tok):
+    out = list(seq)
+    out[i] = tok
+    return out
+
+
+# (draft d_1..d_6, target t_1..t_7, the position that must be rejected)
+SPECIAL_TABLE = {
+    "drafted EOS where the target goes on": (with_token(T6[:6], 1, EOS), T6, 1),
+    "filler where the target says EOS": (with_token(T6[:6], 1, 9), with_token(T6, 1, EOS), 1),
+    "drafted special token": (with_token(T6[:6], 1, VSTART), T6, 1),
+    "filler where the target says a special token": (with_token(T6[:6], 1, 9), with_token(T6, 1, VSTART), 1),
+    # shift salvage: d_5 = EOS equals the bonus t_7; d_3 = 4 equals t_4 where t_3 is EOS
+    "drafted EOS salvaged by shift": ([1, 2, 3, 4, EOS, 6], with_token(T6, 6, EOS), 4),
+    "shift where the target says EOS": ([1, 2, 4, 4, 5, 6], with_token(T6, 2, EOS), 2),
+}
+
+
+@pytest.mark.parametrize("case", list(SPECIAL_TABLE))
+@pytest.mark.parametrize("name", list(loose_rules()))
+def test_special_tokens_are_strict_under_every_loose_rule(name, case):
+    rule, anchors = loose_rules()[name]
+    draft, target, pos = SPECIAL_TABLE[case]
+    v = view(draft, target, anchors=anchors, generator=torch.Generator().manual_seed(0), special=SPECIAL)
+    plain = rule.judge(v)
+    guarded = judge_round(rule, v)
+    if name != "lvspec (anchors, shift)" or "shift" in case:  # the rule alone would accept the position
+        assert plain[pos] in (LOOSE, SHIFT), (name, case, codes(plain))
+    assert guarded[pos] == REJECT, (name, case, codes(guarded))
+    assert accepted_length(guarded) == pos  # the correction emitted is t_pos: the target's own token
+    assert codes(guarded)[:pos] == [EXACT] * pos  # nothing else changes before it
+    others = [i for i in range(6) if i != pos]
+    assert [codes(guarded)[i] for i in others] == [codes(plain)[i] for i in others]
+
+
+@pytest.mark.parametrize("name", list(loose_rules()))
+def test_exact_special_tokens_stay_exact(name):
+    rule, anchors = loose_rules()[name]
+    target = with_token(with_token(T6, 1, EOS), 3, VSTART)
+    draft = target[:6]  # d == t everywhere, specials included
+    v = view(draft, target, anchors=anchors, generator=torch.Generator().manual_seed(0), special=SPECIAL)
+    assert codes(judge_round(rule, v)) == [EXACT] * 6
+
+
+def test_strict_rule_and_no_special_ids_are_unchanged():
+    v = view(with_token(T6[:6], 1, EOS), T6, special=SPECIAL)
+    assert torch.equal(judge_round(StrictRule(), v), StrictRule().judge(v))
+    plain = view(with_token(T6[:6], 1, EOS), T6, anchors=[False] * 6)  # no special ids given: the rule's verdicts
+    assert torch.equal(judge_round(LVSpecRule(2), plain), LVSpecRule(2).judge(plain))
+    assert strict_on_special(torch.tensor([], dtype=torch.int8), view([], [1], special=SPECIAL)).numel() == 0
+
+
+@pytest.mark.parametrize("name", ["lvspec", "fly", "fly_plus", "random"])
+def test_every_built_rule_rejects_a_drafted_eos(name):
+    """The built rule of each loose method (build_method), at settings where it would accept the mismatch."""
+    rule = method(name, fly_window=2, random_accept=1.0).rule
+    draft, target = with_token(T6[:6], 0, EOS), T6
+    v = view(draft, target, anchors=[False] * 6, generator=torch.Generator().manual_seed(0), special=SPECIAL)
+    assert rule.judge(v)[0] == LOOSE
+    assert judge_round(rule, v)[0] == REJECT

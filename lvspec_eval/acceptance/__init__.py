@@ -5,6 +5,12 @@ give emitted tokens are defined once in `lvspec_eval.glossary`. Verdicts after t
 are ignored. A rule sees pure tensors (`RoundView`) and returns one verdict per draft position;
 `accepted_length` (the one shared prefix helper) turns verdicts into the accepted count.
 A method's rule is built from the model args in one place: `lvspec_eval.engine.methods.build_method`.
+
+EOS and other special tokens are always strict, under every rule: a position where the draft
+token or the target's token is special (`RoundView.special_ids`) is accepted only exactly, so no
+rule accepts a drafted EOS loosely and none overrides the target's EOS with a filler.
+`judge_round` applies this one guard (`strict_on_special`) to any rule's verdicts; the engine
+calls it, not `rule.judge`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class RoundView:
     target_logits: torch.Tensor  # [K+1, V] target logits over the vocabulary shared with the drafter
     anchors: Optional[torch.Tensor] = None  # [K] bool, True where the position is a visual anchor
     generator: Optional[torch.Generator] = None  # per-sample RNG for the `random` control
+    special_ids: Optional[torch.Tensor] = None  # [S] long, ids verified strictly (EOS, the tokenizer's special tokens)
 
     @property
     def exact(self) -> torch.Tensor:  # [K] bool
@@ -39,6 +46,30 @@ def accepted_length(verdicts: torch.Tensor) -> int:
     """Number of leading non-rejected verdicts (the accepted prefix)."""
     rejected = (verdicts == REJECT).nonzero()
     return int(rejected[0, 0]) if rejected.numel() else int(verdicts.numel())
+
+
+def strict_on_special(verdicts: torch.Tensor, view: RoundView) -> torch.Tensor:
+    """verdicts [K] with every non-exact verdict at a special position turned into REJECT.
+
+    A position is special when d_i or t_i is in `view.special_ids`: a loose or shift-salvaged
+    drafted EOS would end the answer where the target would not, and a loose draft token where
+    the target says EOS would override the target's end of answer. Exact matches stay EXACT."""
+    if view.special_ids is None or view.special_ids.numel() == 0 or verdicts.numel() == 0:
+        return verdicts
+    k = view.draft_ids.numel()
+    special = (torch.isin(view.draft_ids, view.special_ids)
+               | torch.isin(view.target_ids[:k], view.special_ids))  # [K] bool
+    bad = special & (verdicts != EXACT)
+    if not bool(bad.any()):
+        return verdicts
+    out = verdicts.clone()
+    out[bad] = REJECT
+    return out
+
+
+def judge_round(rule: "AcceptanceRule", view: RoundView) -> torch.Tensor:
+    """The verdicts [K] of `rule` for one round, special tokens strict (what the engine applies)."""
+    return strict_on_special(rule.judge(view), view)
 
 
 class AcceptanceRule:

@@ -2,5 +2,6 @@
 
 from lvspec_eval.engine.loop import DecodeResult, decode
 from lvspec_eval.engine.methods import Method, build_method
+from lvspec_eval.engine.stopping import StopCondition
 
-__all__ = ["DecodeResult", "Method", "build_method", "decode"]
+__all__ = ["DecodeResult", "Method", "StopCondition", "build_method", "decode"]

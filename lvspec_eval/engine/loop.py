@@ -7,6 +7,11 @@ the same loop and the same timers as the speculative methods.
 Per round exactly one target forward and K drafter forwards (fewer only when the drafter
 proposes EOS, or when fewer than K+1 tokens remain to max_new_tokens).
 
+Stops (`StopCondition`): EOS, `max_new_tokens` and the `until` strings of `cfg` are checked on
+every emitted token, also inside a round; the round's tokens after the stopping one are never
+emitted or counted, so a lossless method ends on the same token as `ar`. EOS and the special
+tokens of `cfg.special_ids` are verified strictly under every rule (`acceptance.judge_round`).
+
 One provenance code and one anchor flag per emitted token (P T E L S C B; a f -): their meanings
 and the decoding terms (round, exact, loose, shift, correction, bonus) are in `lvspec_eval.glossary`.
 """
@@ -19,9 +24,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from lvspec_eval.acceptance import EXACT, LOOSE, SHIFT, AcceptanceRule, RoundView, accepted_length
+from lvspec_eval.acceptance import EXACT, LOOSE, SHIFT, AcceptanceRule, RoundView, accepted_length, judge_round
 from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
 from lvspec_eval.config import DecodeConfig
+from lvspec_eval.detokenize import Decode
+from lvspec_eval.engine.stopping import StopCondition
 from lvspec_eval.metrics.timing import Stopwatch
 from lvspec_eval.pruning import VideoPruning
 from lvspec_eval.relevance import RelevanceRepr
@@ -55,25 +62,6 @@ class DecodeResult:
         return self.accepted_exact + self.accepted_loose + self.accepted_shift
 
 
-def _cut_at_stop(res: DecodeResult, tokens: list[int], prov: list[str], flags: list[str], before: int,
-                 stop: Callable[[list[int]], bool]) -> None:
-    """Drop the tokens of the last round after the first one that completes a stop string, as plain
-    greedy decoding (one token per round) would have stopped there; acceptance counts follow."""
-    end = next(i for i in range(before + 1, len(tokens) + 1) if stop(tokens[:i]))
-    for i in range(end, len(tokens)):  # draft positions of the dropped tokens are i - before
-        code = prov[i]
-        if code in ("E", "L", "S"):
-            res.accepted_per_position[i - before] -= 1
-            res.per_step_accepted[-1] -= 1
-            if code == "E":
-                res.accepted_exact -= 1
-            elif code == "L":
-                res.accepted_loose -= 1
-            else:
-                res.accepted_shift -= 1
-    del tokens[end:], prov[end:], flags[end:]
-
-
 def greedy(logits: torch.Tensor) -> torch.Tensor:
     """argmax over the last dim (first index on ties, like torch.argmax); [..., V] -> [...] on CPU.
 
@@ -85,7 +73,7 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(-1).cpu()
 
 
-AnchorFactory = Callable[[Prefill, Session], Any]  # returns an AnchorFinder (AnchorSpec.finder)
+AnchorFactory = Callable[[Prefill, Session], Any]  # returns an AnchorFinder
 
 
 def decode(
@@ -101,13 +89,13 @@ def decode(
     capture_layer: Optional[int] = None,
     video_attention_layer: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
-    stop: Optional[Callable[[list[int]], bool]] = None,
+    detokenize: Optional[Decode] = None,
     profile: bool = False,
 ) -> DecodeResult:
     """Greedy decoding of `target`, speculative when `draft` and `rule` are given (callers decode
     through `lvspec_eval.engine.methods.Method.decode`, which passes a method's parts here).
 
-    stop(tokens) -> True ends decoding after a round (the task's `until` strings).
+    detokenize(ids) -> text: the answer's text, searched for `cfg.until` (needed only with until strings).
     video_attention_layer: probe the target's attention share on the video at this decoder layer in
     every verify forward (for relevance_repr=attention).
     pruning: the drafter prefills on a pruned video, chosen from the target's prefill attention
@@ -117,6 +105,8 @@ def decode(
         raise ValueError("a drafter needs an acceptance rule")
     k_max = cfg.num_draft_tokens if speculative else 0
     eos = set(cfg.eos_ids)
+    stop = StopCondition(cfg.max_new_tokens, cfg.eos_ids, cfg.until, detokenize)
+    special_ids = torch.tensor(sorted(eos | set(cfg.special_ids)), dtype=torch.long)  # [S]
     res = DecodeResult(accepted_per_position=[0] * k_max)
     watch = Stopwatch(device=target.input_device)
 
@@ -151,7 +141,7 @@ def decode(
     prov.append("P")
     flags.append("-")
     pending = [last]  # accepted tokens not yet fed to the drafter
-    res.stop_reason = "eos" if last in eos else ("max_new_tokens" if cfg.max_new_tokens <= 1 else "")
+    res.stop_reason = stop.push(last)
 
     watch.start()
     while not res.stop_reason:
@@ -182,18 +172,18 @@ def decode(
             if finder is not None:
                 signal = t_sess.last_video_attention if finder.repr_kind is RelevanceRepr.ATTENTION else t_sess.last_hidden
                 anchors, scores = finder.round(d, target_ids, signal, target_logits)
-            view = RoundView(d, target_ids, target_logits, anchors=anchors, generator=generator)
-            verdicts = rule.judge(view)
+            view = RoundView(d, target_ids, target_logits, anchors=anchors, generator=generator,
+                             special_ids=special_ids)
+            verdicts = judge_round(rule, view)  # the rule's verdicts, EOS and special tokens strict
             n = accepted_length(verdicts)
         res.rounds += 1
         res.proposed += k
         res.per_step_drafted.append(k)
         res.per_step_accepted.append(0)
         emitted = draft_ids[:n] + [int(target_ids[n])]
-        before = len(tokens)
         codes = [_CODE[int(v)] for v in verdicts[:n]] if n else []
         codes.append("T" if k == 0 else ("B" if n == k else "C"))  # k == 0: nothing drafted, a plain step
-        for i, (tok, code) in enumerate(zip(emitted, codes)):
+        for i, (tok, code) in enumerate(zip(emitted, codes)):  # one token at a time, as plain greedy decoding
             tokens.append(tok)
             prov.append(code)
             flags.append("-" if anchors is None or i >= k else ("a" if anchors[i] else "f"))
@@ -206,9 +196,11 @@ def decode(
                     res.accepted_loose += 1
                 else:
                     res.accepted_shift += 1
-            if tok in eos:
-                res.stop_reason = "eos"
+            res.stop_reason = stop.push(tok)
+            if res.stop_reason:  # the round's later tokens are never emitted
                 break
+        if res.stop_reason:
+            break
         if finder is not None and scores is not None and n:
             finder.commit(scores[:n])
 
@@ -223,12 +215,6 @@ def decode(
                 d_sess.crop(d_sess.length - fed + len(pending) + keep_drafts)
                 pending = draft_ids[keep_drafts:n] + [emitted[-1]]
         last = tokens[-1]
-        if not res.stop_reason:
-            if len(tokens) >= cfg.max_new_tokens:
-                res.stop_reason = "max_new_tokens"
-            elif stop is not None and stop(tokens):
-                res.stop_reason = "until"
-                _cut_at_stop(res, tokens, prov, flags, before, stop)
     res.decode_s = watch.stop()
     if profile:
         res.target_forward_s = t_sess.forward_s

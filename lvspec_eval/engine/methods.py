@@ -55,9 +55,11 @@ class Method:
         return hash(self.args)
 
     def decode(self, target: HFAdapter, draft: Optional[HFAdapter], inputs: dict[str, Any], cfg: DecodeConfig, *,
-               seed: int, stop: Optional[Callable[[list[int]], bool]] = None, profile: bool = False) -> DecodeResult:
+               seed: int, detokenize: Optional[Callable[[list[int]], str]] = None,
+               profile: bool = False) -> DecodeResult:
         """One greedy decode of `inputs` by this method (`draft` is ignored by `ar`); `seed` seeds the
-        per-sample RNG of the `random` control; `stop` and `profile` as in `engine.loop.decode`."""
+        per-sample RNG of the `random` control; `detokenize` (needed with `cfg.until`) and `profile` as in
+        `engine.loop.decode`."""
         return decode(
             target, inputs, cfg,
             draft=draft if self.drafts else None,
@@ -67,7 +69,7 @@ class Method:
             capture_layer=self.capture_layer,
             video_attention_layer=self.probe_layer,
             generator=torch.Generator().manual_seed(seed),
-            stop=stop,
+            detokenize=detokenize,
             profile=profile,
         )
 

@@ -3,7 +3,9 @@ failed samples) and run metrics. Its neighbours: pair.py loads the models, input
 request's inputs, record.py assembles a sample's record; the method itself is built once by
 `lvspec_eval.engine.methods.build_method`.
 
-A family subclass only names its adapter class (`adapter_class`)."""
+A family subclass names its adapter class (`adapter_class`) and the built-in lmms-eval backend it
+mirrors (`builtin`: dtype, max_new_tokens, `until` treatment and text decoding when the user and
+the task set none), so that `method=ar` returns the built-in's text."""
 
 from __future__ import annotations
 
@@ -22,17 +24,15 @@ from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 
 from lvspec_eval.adapters.base import HFAdapter
-from lvspec_eval.config import ArgsError, DecodeConfig, LVSpecArgs
+from lvspec_eval.config import QWEN2_5_VL_BUILTIN, ArgsError, BuiltinDefaults, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import Method, build_method
 from lvspec_eval.lmms.inputs import prepare_inputs
 from lvspec_eval.lmms.pair import check_checkpoints, check_tokenizers, device_maps, load_pair
+from lvspec_eval.lmms.run_lock import RunLock, claim_stats_path
 from lvspec_eval.lmms.record import Decoded, device_name, sample_fields
 from lvspec_eval.lmms.run_metrics import log_run
 from lvspec_eval.metrics.records import (append_record, base_record, recorded_samples, repair_tail, resume_key,
                                          token_pieces)
-
-DEFAULT_MAX_NEW_TOKENS = 128  # lmms-eval's qwen2_5_vl default when a task sets none
-
 
 def default_stats_path(method: str, rank: int = 0, world_size: int = 1) -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -53,6 +53,47 @@ def ar_first(doc_id: Any, world_size: int = 1) -> bool:
     return (index // max(1, world_size)) % 2 == 1
 
 
+def effective_until(gen_kwargs: dict[str, Any], policy: str, builtin: str = "the built-in backend") -> tuple[str, ...]:
+    """The stop strings a decode honours, from the task's generation kwargs under `policy`
+    (config.UNTIL_POLICIES). A policy that reads `until` refuses what the built-in refuses: a
+    value that is neither a string nor a list of strings."""
+    if policy == "ignore" or "until" not in gen_kwargs:
+        return ()
+    until = gen_kwargs["until"]
+    if isinstance(until, str):
+        until = [until]
+    if not isinstance(until, list) or not all(isinstance(u, str) for u in until):
+        raise ArgsError(f"the task's until={until!r} ({type(until).__name__}) is not a string or a list of strings "
+                        f"(lmms-eval's {builtin} refuses it too); give `until` as a list of strings in the task's "
+                        "generation_kwargs, e.g. until: [\"\\n\\n\"]")
+    if policy == "drop":
+        return ()
+    if policy == "honour_except_blank_line":
+        until = [u for u in until if u != "\n\n"]
+    return tuple(until)
+
+
+def asks_for_sampling(gen_kwargs: dict[str, Any]) -> Optional[str]:
+    """Why the request asks for sampling (None: greedy). As lmms-eval's qwen2_5_vl and llava_hf decide:
+    temperature > 0 samples; `do_sample` alone does not (they decode greedily at temperature 0)."""
+    value = gen_kwargs.get("temperature")
+    try:
+        temperature = float(value or 0.0)
+    except (TypeError, ValueError):
+        return f"temperature={value!r} is not a number"
+    return f"temperature={temperature}" if temperature > 0 else None
+
+
+def special_token_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Ids every rule verifies strictly: the tokenizer's special tokens (EOS, pad, ...) and its added
+    tokens marked special (e.g. Qwen's <|im_start|>, <|vision_start|>)."""
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    for token_id, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(token, "special", False):
+            ids.add(int(token_id))
+    return tuple(sorted(i for i in ids if i is not None))
+
+
 def cut_at_until(text: str, until: tuple[str, ...]) -> str:
     cut = len(text)
     for stop in until:
@@ -69,7 +110,8 @@ class LVSpecBackend(lmms):
     is_simple = False
     adapter_class: type[HFAdapter] = HFAdapter
     family = "base"
-    default_max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # when the task sets none (as the family's built-in backend)
+    #: the built-in lmms-eval backend this family mirrors: its defaults and stop semantics
+    builtin: BuiltinDefaults = QWEN2_5_VL_BUILTIN
 
     def __init__(self, batch_size: Any = 1, device: Optional[str] = None, max_batch_size: Any = None, **kwargs: Any):
         super().__init__()
@@ -95,11 +137,17 @@ class LVSpecBackend(lmms):
             args.method, self._rank, self._world_size)
         if args.stats_path and self._world_size > 1:
             self.stats_path = self.stats_path.with_name(f"{self.stats_path.stem}_rank{self._rank}{self.stats_path.suffix}")
+        # refused before any weights load: a record file that cannot be written, or one another run appends to
+        # (held until the end of generate_until; a constructor that fails later frees it with the object). Rank 0
+        # of a data-parallel run also claims the base path, which a single-process run on it writes.
+        base = [Path(args.stats_path)] if args.stats_path and self._world_size > 1 and self._rank == 0 else []
+        self._run_lock: RunLock = claim_stats_path(self.stats_path, *base)
         dropped = repair_tail(self.stats_path)
         if dropped:
             logger.warning(f"lvspec: {self.stats_path} ended in a partial line (a killed run); dropped its {dropped} bytes")
 
-        self.target, self.draft = load_pair(args, self.adapter_class, target_map, draft_map)
+        self.dtype = args.dtype or self.builtin.dtype  # the family's built-in default unless given
+        self.target, self.draft = load_pair(args, self.adapter_class, target_map, draft_map, dtype=self.dtype)
         self._warmed_up = False  # the paired baseline's warm-up decode (once per run)
         logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
                     f"per-sample records -> {self.stats_path.resolve()}")
@@ -126,8 +174,24 @@ class LVSpecBackend(lmms):
         raise NotImplementedError("lvspec backends do not support multi-round generation")
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
-        # refuse what cannot be honoured before any work starts
-        configs = [self._decode_config(req.args[2]) for req in requests]
+        self._run_lock.acquire()  # held since construction; taken again by a later call on this backend
+        try:
+            return self._generate(requests)
+        finally:
+            self._run_lock.release()  # a finished run frees its stats_path
+
+    def _generate(self, requests: list[Instance]) -> list[GenerationResult]:
+        # generation kwargs that cannot be honoured (sampling, a bad `until` or max_new_tokens): a failed record
+        # per sample of that task, logged once per message; the other requests are decoded
+        configs: list[Any] = []
+        for req in requests:
+            try:
+                configs.append(self._decode_config(req.args[2]))
+            except ArgsError as exc:
+                configs.append(exc)
+        for message in dict.fromkeys(str(c) for c in configs if isinstance(c, ArgsError)):
+            count = sum(1 for c in configs if isinstance(c, ArgsError) and str(c) == message)
+            logger.error(f"lvspec: {count} request(s) not decoded: {message}")
         done = recorded_samples(self._resume_files())  # samples this stats_path already holds
         results, records, reused = [], [], 0
         for req, cfg in zip(tqdm(requests, disable=(self.rank != 0), desc=f"lvspec {self.args.method}"), configs):
@@ -135,10 +199,14 @@ class LVSpecBackend(lmms):
                 results.append(GenerationResult(text="", token_counts=TokenCounts(output_tokens=0)))
                 continue
             ctx, doc_to_messages, gen_kwargs, doc_id, task, split = req.args
-            device = self.target.input_device
-            record = base_record(self.args, cfg, task=task, split=split, doc_id=doc_id, family=self.family,
-                                 device=str(device), device_name=device_name(device), rank=self._rank,
-                                 world_size=self._world_size)
+            if isinstance(cfg, ArgsError):
+                record = self._base_record(task, split, doc_id, None, gen_kwargs)
+                record["error"] = f"{type(cfg).__name__}: {cfg}"
+                append_record(self.stats_path, record)
+                records.append(record)
+                results.append(GenerationResult(text="", token_counts=TokenCounts(output_tokens=0)))
+                continue
+            record = self._base_record(task, split, doc_id, cfg)
             previous = done.get(resume_key(record))
             if previous is not None:  # resume: answer from the record, decode nothing
                 reused += 1
@@ -179,27 +247,39 @@ class LVSpecBackend(lmms):
 
     # -- one sample ---------------------------------------------------------------------------
     def _decode_config(self, gen_kwargs: dict[str, Any]) -> DecodeConfig:
-        temperature = float(gen_kwargs.get("temperature") or 0.0)
-        if temperature > 0 or gen_kwargs.get("do_sample"):
+        """One request's decode settings, stopping as the family's built-in backend (`builtin`) stops:
+        at the tokenizer's EOS, at max_new_tokens (the built-in's default when the task sets none),
+        and at the task's `until` strings only as the built-in treats them (`until_policy`)."""
+        builtin = self.builtin
+        sampling = asks_for_sampling(gen_kwargs)
+        if sampling:
             raise ArgsError(
-                f"the task asks for sampling (temperature={temperature}, do_sample={gen_kwargs.get('do_sample')}); "
-                "lvspec backends decode greedily only: set temperature: 0 in the task's generation_kwargs "
-                "or pass --gen_kwargs temperature=0"
+                f"the task asks for sampling ({sampling}); lvspec backends decode greedily only: set temperature: 0 "
+                "in the task's generation_kwargs or pass --gen_kwargs temperature=0"
             )
-        until = gen_kwargs.get("until") or ()
-        until = (until,) if isinstance(until, str) else tuple(until)
+        until = effective_until(gen_kwargs, self.args.until_policy or builtin.until, builtin.backend)
         max_new = gen_kwargs.get("max_new_tokens")
-        max_new = self.default_max_new_tokens if max_new is None else int(max_new)
+        try:
+            max_new = builtin.max_new_tokens if max_new is None else int(max_new)
+        except (TypeError, ValueError):
+            raise ArgsError(f"max_new_tokens={max_new!r} is not an integer; set max_new_tokens: N in the task's "
+                            "generation_kwargs or pass --gen_kwargs max_new_tokens=N") from None
         if max_new < 1:
             raise ArgsError(f"max_new_tokens={max_new}: at least one new token is needed; set max_new_tokens >= 1 in "
                             "the task's generation_kwargs or pass --gen_kwargs max_new_tokens=N")
-        eos = self.target.tokenizer.eos_token_id
+        tokenizer = self.target.tokenizer
+        eos = tokenizer.eos_token_id  # the built-ins pass eos_token_id=tokenizer.eos_token_id to generate
         return DecodeConfig(max_new_tokens=max_new, eos_ids=(eos,) if eos is not None else (),
-                            num_draft_tokens=self.args.num_draft_tokens, until=until)
+                            num_draft_tokens=self.args.num_draft_tokens, until=until,
+                            special_ids=special_token_ids(tokenizer))
+
+    def _detokenize(self, tokens: list[int]) -> str:
+        """The answer text of `tokens` as the family's built-in decodes it (special tokens skipped)."""
+        return self.target.tokenizer.decode(list(tokens), skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=self.builtin.clean_up_spaces)
 
     def _text(self, tokens: list[int], until: tuple[str, ...]) -> str:
-        text = self.target.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return cut_at_until(text, until)
+        return cut_at_until(self._detokenize(tokens), until)
 
     def _pieces(self, tokens: list[int]) -> list[str]:
         """Per-token text for the report's token view (special tokens spelled out, no `until` cut)."""
@@ -207,20 +287,8 @@ class LVSpecBackend(lmms):
         return token_pieces(lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
                             list(tokens))
 
-    def _stop(self, cfg: DecodeConfig):
-        """The engine's stop callback for the task's `until` strings (None without any)."""
-        stop = None
-        if cfg.until:
-            tok = self.target.tokenizer
-
-            def stop(tokens: list[int]) -> bool:
-                text = tok.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                return any(u and u in text for u in cfg.until)
-
-        return stop
-
     def _decoded(self, method: Method, inputs: dict[str, Any], cfg: DecodeConfig, seed: int) -> Decoded:
-        res = method.decode(self.target, self.draft, inputs, cfg, seed=seed, stop=self._stop(cfg))
+        res = method.decode(self.target, self.draft, inputs, cfg, seed=seed, detokenize=self._detokenize)
         return Decoded(res, self._text(res.tokens, cfg.until), self._pieces(res.tokens))
 
     def context_limit(self) -> Optional[int]:
@@ -252,3 +320,10 @@ class LVSpecBackend(lmms):
         fields = sample_fields(run, cfg.num_draft_tokens if self.method.drafts else 0, prompt_tokens, ar)
         return run.text, fields
 
+    def _base_record(self, task: str, split: str, doc_id: Any, cfg: Optional[DecodeConfig],
+                     gen_kwargs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """The record's identity and settings; with no `cfg` (generation kwargs refused) the limits as asked."""
+        device = self.target.input_device
+        return base_record(self.args, cfg, asked=gen_kwargs, dtype=self.dtype, task=task, split=split, doc_id=doc_id,
+                           family=self.family, device=str(device), device_name=device_name(device), rank=self._rank,
+                           world_size=self._world_size)

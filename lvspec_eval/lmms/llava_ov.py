@@ -3,7 +3,7 @@
 from typing import Any
 
 from lvspec_eval.adapters.llava_onevision import LlavaOnevisionAdapter
-from lvspec_eval.config import DEFAULT_LLAVA_OV_DRAFT, DEFAULT_LLAVA_OV_TARGET
+from lvspec_eval.config import DEFAULT_LLAVA_OV_DRAFT, DEFAULT_LLAVA_OV_TARGET, LLAVA_HF_BUILTIN
 from lvspec_eval.lmms.backend import LVSpecBackend
 
 
@@ -12,11 +12,13 @@ class LVSpecLlavaOV(LVSpecBackend):
 
     Inputs as lmms-eval's simple `llava_hf` backend (`max_num_frames` decord frames, string
     prompt "<video>\n" + question through the tokenizer's chat template); `fps`, `min_pixels`
-    and `max_pixels` do not apply. Default pair: llava-onevision-qwen2-72b-ov-hf / -7b-ov-hf."""
+    and `max_pixels` do not apply. Default pair: llava-onevision-qwen2-72b-ov-hf / -7b-ov-hf.
+    Defaults and stops as `llava_hf`: the checkpoint's own dtype, max_new_tokens 1024, `until`
+    type-checked and dropped, EOS = the tokenizer's."""
 
     adapter_class = LlavaOnevisionAdapter
     family = "llava_onevision"
-    default_max_new_tokens = 1024  # lmms-eval's llava_hf default
+    builtin = LLAVA_HF_BUILTIN
 
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("pretrained", DEFAULT_LLAVA_OV_TARGET)

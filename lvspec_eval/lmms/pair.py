@@ -54,9 +54,10 @@ def check_tokenizers(args: LVSpecArgs) -> None:
 
 
 def load_pair(args: LVSpecArgs, adapter_class: type[HFAdapter], target_map: DeviceMap,
-              draft_map: DeviceMap) -> tuple[HFAdapter, Optional[HFAdapter]]:
-    """(target, drafter) adapters; the drafter is None for `ar` and the target itself for Self-SD."""
-    load = dict(dtype=args.dtype, attn_implementation=args.attn_implementation,
+              draft_map: DeviceMap, *, dtype: str) -> tuple[HFAdapter, Optional[HFAdapter]]:
+    """(target, drafter) adapters in `dtype` (the args' dtype, or the family's built-in default when they
+    give none); the drafter is None for `ar` and the target itself for Self-SD."""
+    load = dict(dtype=dtype, attn_implementation=args.attn_implementation,
                 max_num_frames=args.max_num_frames, fps=args.fps, min_pixels=args.min_pixels,
                 max_pixels=args.max_pixels)
     offload = (lambda role: str(Path(args.offload_folder) / role)) if args.offload_folder else (lambda role: None)

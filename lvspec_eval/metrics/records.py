@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 from lvspec_eval import __version__
 from lvspec_eval.metrics import jsonl, schema
 from lvspec_eval.metrics.schema import RECORD_VERSION
+from lvspec_eval.detokenize import IncrementalText
 
 if TYPE_CHECKING:  # pragma: no cover
     from lvspec_eval.config import DecodeConfig, LVSpecArgs
@@ -60,22 +61,13 @@ def edit_similarity(a: Iterable[int], b: Iterable[int]) -> float:
 def token_pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str]:
     """The text each token adds, one string per id; their concatenation is decode(ids).
 
-    Incremental decoding with two offsets (as streaming servers do): a token that ends in the
+    Incremental decoding (`lvspec_eval.detokenize.IncrementalText`): a token that ends in the
     middle of a multi-byte character gets '' and its bytes appear with the token that completes
-    the character; byte-level BPE spaces and merges come out as decode() writes them. O(n) calls
-    of `decode` on short windows."""
-    pieces: list[str] = []
-    prefix_offset = read_offset = 0
-    for i in range(len(ids)):
-        prefix = decode(ids[prefix_offset:read_offset])
-        text = decode(ids[prefix_offset:i + 1])
-        if len(text) > len(prefix) and not text.endswith("\ufffd") and text.startswith(prefix):
-            pieces.append(text[len(prefix):])
-            prefix_offset, read_offset = read_offset, i + 1
-        else:
-            pieces.append("")
-    if read_offset < len(ids):  # an incomplete character at the very end: give it to the last token
-        pieces[-1] = decode(ids[prefix_offset:])[len(decode(ids[prefix_offset:read_offset])):]
+    the character; an incomplete character at the very end goes to the last token."""
+    stream = IncrementalText(decode)
+    pieces = [stream.push(i) for i in ids]
+    if pieces:
+        pieces[-1] += stream.flush()
     return pieces
 
 
@@ -83,9 +75,20 @@ def _ratio(num: float, den: float) -> Optional[float]:
     return num / den if den else None
 
 
-def base_record(args: "LVSpecArgs", cfg: "DecodeConfig", *, task: str, split: str, doc_id: Any, family: str,
-                device: str, device_name: str, rank: int, world_size: int) -> dict[str, Any]:
-    """The fields of every record (schema.EVERY): the sample, the method and where it ran."""
+def base_record(args: "LVSpecArgs", cfg: Optional["DecodeConfig"], *, dtype: str, task: str, split: str,
+                doc_id: Any, family: str, device: str, device_name: str, rank: int, world_size: int,
+                asked: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The fields of every record (schema.EVERY): the sample, the method and where it ran. `dtype`: the
+    precision the models were loaded in (the family's default when the args give none). Without `cfg`
+    (the request's generation kwargs were refused) the limits are recorded as `asked`."""
+    if cfg is not None:
+        max_new_tokens, until = cfg.max_new_tokens, list(cfg.until)
+    else:
+        asked = asked or {}
+        max_new_tokens, until = asked.get("max_new_tokens"), asked.get("until", [])
+        max_new_tokens = max_new_tokens if isinstance(max_new_tokens, int) and not isinstance(max_new_tokens, bool) else None
+        until = [until] if isinstance(until, str) else (
+            [str(u) for u in until] if isinstance(until, list) else [repr(until)])  # as asked, spelled as strings
     return {
         "record_version": RECORD_VERSION,
         "lvspec_eval_version": __version__,
@@ -95,14 +98,14 @@ def base_record(args: "LVSpecArgs", cfg: "DecodeConfig", *, task: str, split: st
         "target": args.pretrained,
         "draft": None if args.method == "ar" else args.draft_pretrained,
         "params": args.rule_params(),
-        "dtype": args.dtype,
+        "dtype": dtype,
         "device": device,
         "device_name": device_name,
         "rank": rank,
         "world_size": world_size,
         "paired_baseline": args.paired_baseline,
-        "max_new_tokens": cfg.max_new_tokens,
-        "until": list(cfg.until),
+        "max_new_tokens": max_new_tokens,
+        "until": until,
         "video": {"max_num_frames": args.max_num_frames, "fps": args.fps, "min_pixels": args.min_pixels,
                   "max_pixels": args.max_pixels},
     }

@@ -63,15 +63,18 @@ EVERY = Group("every", "every record, failed samples included", (
           required=True, nullable=True, resume=True),
     Field("params", "object", "every setting of the method's rule (LVSpecArgs.rule_params())", required=True,
           resume=True),
-    Field("dtype", "string", "precision the models ran in", required=True, resume=True),
+    Field("dtype", "string", "precision the models were loaded in: the dtype model arg, else the family's built-in "
+          "default (`auto`: the checkpoint's own)", required=True, resume=True),
     Field("device", "string", "device of the target's inputs"),
     Field("device_name", "string", "accelerator name (CUDA device name, else the CPU's)"),
     Field("rank", "int", "process rank under data parallel (0 otherwise)"),
     Field("world_size", "int", "number of data-parallel processes of the run"),
     Field("paired_baseline", "bool", "ar was also decoded on this sample in the same process (the ar_* fields)",
           resume=True),
-    Field("max_new_tokens", "int", "token limit of the request", resume=True),
-    Field("until", "list[string]", "stop strings of the request", resume=True),
+    Field("max_new_tokens", "int", "token limit of the request (as the task asked when its generation kwargs were "
+          "refused; null if not an integer)", nullable=True, resume=True),
+    Field("until", "list[string]", "stop strings honoured (after until_policy: [] when the family ignores or drops "
+          "them; as the task gave them when its generation kwargs were refused)", resume=True),
     Field("video", "object", "video settings: max_num_frames, fps, min_pixels, max_pixels", resume=True),
 ))
 

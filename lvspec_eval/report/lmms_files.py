@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from lvspec_eval.config import ArgsError, LVSpecArgs
+from lvspec_eval.config import BACKEND_BUILTINS, ArgsError, LVSpecArgs
 from lvspec_eval.report.reading import ReportInputError, json_lines
 from lvspec_eval.report.runkey import RunKey, canonical
 
@@ -67,7 +67,8 @@ def lmms_run_key(config: dict[str, Any], path: Path, warnings: list[str]) -> Opt
     except ArgsError as exc:
         raise ReportInputError(f"{path}: config.model_args are not valid lvspec model args: {exc}") from None
     draft = None if args.method == "ar" else args.draft_pretrained
-    return RunKey(args.method, args.pretrained, draft, canonical(args.rule_params()), args.dtype)
+    dtype = args.dtype or (BACKEND_BUILTINS[model].dtype if model in BACKEND_BUILTINS else None)  # records: resolved
+    return RunKey(args.method, args.pretrained, draft, canonical(args.rule_params()), dtype)
 
 
 def pick_metric(values: dict[str, Any], wanted: Optional[str]) -> Optional[tuple[str, float]]:

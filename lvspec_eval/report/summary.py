@@ -17,7 +17,7 @@ from pathlib import PurePath
 from typing import Any, Optional
 
 from lvspec_eval import __version__, glossary
-from lvspec_eval.config import LVSpecArgs
+from lvspec_eval.config import BACKEND_BUILTINS, LVSpecArgs
 from lvspec_eval.metrics import aggregate
 from lvspec_eval.metrics.aggregate import CONFIDENCE, bootstrap_ratio, mean, ratio
 from lvspec_eval.report.pairing import Group
@@ -73,7 +73,7 @@ def settings_label(method: str, params: dict[str, Any], dtype: str) -> str:
     for name, value in params.items():
         if name != "num_draft_tokens" and getattr(defaults, name, None) != value:
             parts.append(f"{name}={value}")
-    if dtype != defaults.dtype:
+    if dtype not in {b.dtype for b in BACKEND_BUILTINS.values()}:  # a family's default dtype is not shown
         parts.append(dtype)
     return " ".join(parts) or ("-" if method == "ar" else "defaults")
 
