@@ -353,7 +353,7 @@ def loose_rules():
     return {
         "lvspec (fillers)": (LVSpecRule(shift_window=2), [False] * 6),
         "lvspec (anchors, shift)": (LVSpecRule(shift_window=2), [True] * 6),
-        "fly": (FlyRule(window=2), None),
+        "fly": (FlyRule(window=2, window_rule="in_block"), None),  # in_block: position 4 of 6 may pass its window
         "fly_plus": (FlyPlusRule(0.3), None),
         "random": (RandomRule(1.0), None),
     }

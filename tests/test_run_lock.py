@@ -35,7 +35,7 @@ def test_a_writable_path_is_claimed_without_writing_a_record(tmp_path):
     lock = claim_stats_path(stats)
     try:
         assert lock.held and stats.parent.is_dir() and not stats.exists()  # no empty record file left behind
-        assert f'"pid": {os.getpid()}' in (stats.parent / "r.jsonl.lock").read_text()
+        assert f'"pid": {os.getpid()}' in (stats.parent / "r.jsonl.run.lock").read_text()
     finally:
         lock.release()
     assert not lock.held

@@ -2,7 +2,8 @@
 
 A run appends one record per sample to its `stats_path` and resumes from what the file holds.
 Two runs appending to one file at once would each decode every sample and record it twice, so a
-backend holds an exclusive lock (`filelock`, an flock on `<stats_path>.lock`) while it decodes;
+backend holds an exclusive lock (`filelock`, an flock on `<stats_path>.run.lock`; `<stats_path>.lock` is the
+per-append lock of `lvspec_eval.metrics.jsonl`) while it decodes;
 the lock file names its holder (pid, host, start, command) for the other run's error message.
 Data-parallel ranks write (and lock) their own `_rank<N>` files. No torch, no lmms-eval here.
 """
@@ -89,7 +90,7 @@ class RunLock:
 
 
 def _lock_path(stats_path: Path) -> Path:
-    return stats_path.with_name(stats_path.name + ".lock")
+    return stats_path.with_name(stats_path.name + ".run.lock")  # <stats_path>.lock is the append lock (metrics.jsonl)
 
 
 def _take(stats_path: Path, lock: FileLock) -> None:
