@@ -44,9 +44,9 @@ def text_prompt(tokenizer, n: int):
     return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, n, dtype=torch.long)}
 
 
-def timed(fn) -> float:
+def timed(fn, *args) -> float:
     t0 = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t0
 
 
@@ -62,7 +62,7 @@ def measure(target, sessions, n: int, args, out: dict) -> None:
     toks = torch.randint(1000, 100000, (args.steps * (args.k + 1),), generator=gen)
     # ar: one token per forward
     for i in range(args.steps):
-        out["ar step"].append(1e3 * timed(lambda: sess.extend(toks[i:i + 1])))
+        out["ar step"].append(1e3 * timed(sess.extend, toks[i:i + 1]))
     sess.crop(prompt_len)
     # sd verify: K+1 tokens per forward, then drop K of them (a round that accepted nothing)
     for probe in (False, True):
@@ -73,7 +73,7 @@ def measure(target, sessions, n: int, args, out: dict) -> None:
             sess.extend(toks[i * (args.k + 1):(i + 1) * (args.k + 1)])
             sess.crop(sess.length - args.k)
         for i in range(args.steps):
-            out[name].append(1e3 * timed(lambda: verify(i)))
+            out[name].append(1e3 * timed(verify, i))
         sess.video_probe = None
         sess.crop(prompt_len)
 
