@@ -7,17 +7,18 @@ Qwen2.5-VL model, times:
   round (K tokens dropped), median over rounds;
 - `sd verify + probe`: the same with the relevance_repr=attention probe on the last layer, the
   prompt's tokens but the last 32 taken as the video;
-- `sd round (engine)`: a whole `sd` round through `decode` (K drafter steps + verify + crops,
-  drafter = the tiny model of seed 1, which rejects almost everything), decode time / rounds,
-  median over runs.
-Contexts are measured in turns (repeat r of every context before repeat r+1), so that a change of
-machine load hits all of them. The slope is a least-squares line through the medians against the
+- `sd round`: a whole `sd` round as the engine runs it: K one-token drafter steps (drafter: the
+  tiny model of seed 1, on the same prompt), the verify block, and both crops of a rejected round.
+Times are the CPU time of the calling thread (`--clock cpu`, the default: at 1 torch thread every
+operator runs on it, and other jobs on a shared machine do not count) or wall time (`--clock wall`).
+Contexts, and caches when several are compared, are measured in turns (repeat r of every one
+before repeat r+1), so that a change of machine load hits all of them. The slope is a least-squares line through the medians against the
 context length, in ms per 1k context tokens, and as a share of the time at the shortest context.
 An attention step reads every cached key, so some growth is inherent; what the slope must not show
 is a copy of the whole cache per forward.
 
     python -m benchmarks.cache_scaling [--contexts 512,2048,8192] [--steps 48] [--repeats 3] [--k 10] \
-        [--threads 1] [--attn sdpa|eager] [--cache dynamic|preallocated]
+        [--threads 1] [--clock cpu|wall] [--attn sdpa|eager] [--cache dynamic,preallocated] [--ops]
 """
 
 from __future__ import annotations
@@ -44,49 +45,43 @@ def text_prompt(tokenizer, n: int):
     return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, n, dtype=torch.long)}
 
 
-def timed(fn, *args) -> float:
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 
 
-def measure(target, sessions, n: int, args, out: dict) -> None:
-    """One turn of the three session-level settings at context n (appends ms to out[setting])."""
+def measure(sessions, n: int, args, out: dict) -> None:
+    """One turn of every setting at context n (appends ms to out[setting]); the sessions end as they began."""
     import torch
 
-    from lvspec_eval.adapters.base import Session
+    clock = CLOCKS[args.clock]
+    target, draft = sessions[n]
+    prompt_len = target.length
+    toks = torch.randint(1000, 100000, (args.steps * (args.k + 1),), generator=torch.Generator().manual_seed(n))
 
-    sess: Session = sessions[n]
-    prompt_len = sess.length
-    gen = torch.Generator().manual_seed(n)
-    toks = torch.randint(1000, 100000, (args.steps * (args.k + 1),), generator=gen)
-    # ar: one token per forward
+    def timed(fn, *a) -> None:
+        t0 = clock()
+        fn(*a)
+        return 1e3 * (clock() - t0)
+
+    def verify(i):  # K+1 tokens in one forward, then the crop of a round that accepted nothing
+        target.extend(toks[i * (args.k + 1):(i + 1) * (args.k + 1)])
+        target.crop(target.length - args.k)
+
+    def sd_round(i):  # K drafter steps (the first feeds the last round's correction), verify, both crops
+        for j in range(args.k):
+            draft.extend(toks[i * (args.k + 1) + j:i * (args.k + 1) + j + 1])
+        draft.crop(draft.length - (args.k - 1))
+        verify(i)
+
     for i in range(args.steps):
-        out["ar step"].append(1e3 * timed(sess.extend, toks[i:i + 1]))
-    sess.crop(prompt_len)
-    # sd verify: K+1 tokens per forward, then drop K of them (a round that accepted nothing)
-    for probe in (False, True):
-        sess.video_probe = (-1, torch.arange(0, n - 32)) if probe else None
-        name = "sd verify + probe" if probe else "sd verify"
-
-        def verify(i):
-            sess.extend(toks[i * (args.k + 1):(i + 1) * (args.k + 1)])
-            sess.crop(sess.length - args.k)
+        out["ar step"].append(timed(target.extend, toks[i:i + 1]))
+    target.crop(prompt_len)
+    for name, fn in (("sd verify", verify), ("sd verify + probe", verify), ("sd round", sd_round)):
+        target.video_probe = (-1, torch.arange(0, n - 32)) if name == "sd verify + probe" else None
         for i in range(args.steps):
-            out[name].append(1e3 * timed(verify, i))
-        sess.video_probe = None
-        sess.crop(prompt_len)
-
-
-def engine_round(target, draft, inputs, args) -> float:
-    """ms per round of one `sd` decode through the engine."""
-    from lvspec_eval.acceptance import StrictRule
-    from lvspec_eval.config import DecodeConfig
-    from lvspec_eval.engine import decode
-
-    cfg = DecodeConfig(max_new_tokens=args.engine_tokens, eos_ids=(), num_draft_tokens=args.k)
-    r = decode(target, inputs, cfg, draft=draft, rule=StrictRule())
-    return 1e3 * r.decode_s / r.rounds
+            out[name].append(timed(fn, i))
+        target.video_probe = None
+        target.crop(prompt_len)
+        draft.crop(prompt_len)
 
 
 def slope(contexts: list[int], ms: list[float]) -> float:
@@ -96,19 +91,46 @@ def slope(contexts: list[int], ms: list[float]) -> float:
     return float(np.polyfit(np.array(contexts) / 1000, np.array(ms), 1)[0])
 
 
+def op_profile(target, inputs: dict, contexts: list[int], args) -> None:
+    """Self CPU time per forward of the costliest operators, ar step and sd verify, per context."""
+    import torch
+    from tabulate import tabulate
+    from torch.profiler import profile
+
+    table: dict[tuple[str, str], dict[int, float]] = {}
+    for n in contexts:
+        sess = target.start(inputs[n])[0]
+        toks = torch.randint(1000, 100000, (args.steps * (args.k + 1),), generator=torch.Generator().manual_seed(n))
+        for name, width, drop in (("ar step", 1, 0), ("sd verify", args.k + 1, args.k)):
+            with profile() as prof:
+                for i in range(args.steps):
+                    sess.extend(toks[i * width:(i + 1) * width])
+                    sess.crop(sess.length - drop)
+            for event in prof.key_averages():
+                table.setdefault((name, event.key), {})[n] = event.self_cpu_time_total / 1e3 / args.steps
+    top = sorted(table, key=lambda key: -max(table[key].values()))[:16]
+    print(f"\nSelf CPU time per forward (ms) of the costliest operators, cache={type(sess.cache).__name__}")
+    print(tabulate([[name, op, *(f"{table[(name, op)].get(n, 0.0):.3f}" for n in contexts)] for name, op in top],
+                   headers=["setting", "operator", *(f"{n} ctx" for n in contexts)], tablefmt="github"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--contexts", default="512,2048,8192")
     p.add_argument("--steps", type=int, default=48, help="timed forwards per setting, context and repeat")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--engine-tokens", type=int, default=48, help="max_new_tokens of each engine sd run")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", default="cpu", choices=sorted(CLOCKS), help="cpu: this thread's CPU time (1 thread only)")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
-    p.add_argument("--cache", default=None, choices=["dynamic", "preallocated"],
-                   help="the adapters' KV cache (default: the adapters' own default)")
+    p.add_argument("--cache", default=None,
+                   help="comma-separated adapter caches to compare in turns: dynamic (transformers' DynamicCache), "
+                        "preallocated (default: the adapters' own default only)")
+    p.add_argument("--ops", action="store_true", help="also profile the operators of each cache (torch.profiler)")
     p.add_argument("--cache-dir", default=str(Path(os.environ.get("LVSPEC_CACHE", Path.home() / ".cache" / "lvspec_eval"))))
     args = p.parse_args()
+    if args.clock == "cpu" and args.threads != 1:
+        raise SystemExit("--clock cpu measures the calling thread only; with --threads > 1 use --clock wall")
 
     import torch
     from tabulate import tabulate
@@ -122,32 +144,42 @@ def main() -> None:
     paths = [str(build_tiny_qwen2_5_vl(root / name, seed=seed)) for name, seed in (("bench_target", 0), ("bench_draft", 1))]
     target, draft = (QwenVLAdapter.load(p, dtype="float32", device_map="cpu", attn_implementation=args.attn)
                      for p in paths)
-    if args.cache is not None:
-        for adapter in (target, draft):
-            if not hasattr(adapter, "cache_kind"):
-                raise SystemExit("--cache needs adapters with a choice of cache (HFAdapter.cache_kind)")
-            adapter.cache_kind = args.cache
+    kinds = args.cache.split(",") if args.cache else [None]
+    if args.cache and not hasattr(target, "cache_kind"):
+        raise SystemExit("--cache needs adapters with a choice of cache (HFAdapter.cache_kind)")
+
+    def use(kind):
+        if kind is not None:
+            target.cache_kind = draft.cache_kind = kind
+
     inputs = {n: text_prompt(target.tokenizer, n) for n in contexts}
-    sessions = {n: target.start(inputs[n])[0] for n in contexts}
-    settings = ["ar step", "sd verify", "sd verify + probe", "sd round (engine)"]
-    results = {n: {s: [] for s in settings} for n in contexts}
-    engine_round(target, draft, inputs[contexts[0]], args)  # warm-up
+    sessions = {}
+    for kind in kinds:
+        use(kind)
+        sessions[kind] = {n: (target.start(inputs[n])[0], draft.start(inputs[n])[0]) for n in contexts}
+    settings = ["ar step", "sd verify", "sd verify + probe", "sd round"]
+    results = {kind: {n: {s: [] for s in settings} for n in contexts} for kind in kinds}
     for _ in range(args.repeats):
         for n in contexts:
-            measure(target, sessions, n, args, results[n])
-            results[n]["sd round (engine)"].append(engine_round(target, draft, inputs[n], args))
+            for kind in kinds:
+                measure(sessions[kind], n, args, results[kind][n])
 
-    rows = []
-    for s in settings:
-        medians = [statistics.median(results[n][s]) for n in contexts]
-        b = slope(contexts, medians)
-        rows.append([s, *(f"{m:.2f}" for m in medians), f"{b:+.3f}", f"{100 * b / medians[0]:+.1f}%"])
-    cache = type(sessions[contexts[0]].cache).__name__
-    print(f"Cache scaling: tiny Qwen2.5-VL (hidden 64, 2 layers), float32, CPU, torch threads={torch.get_num_threads()}, "
-          f"attn={args.attn}, cache={cache}, K={args.k}; medians over {args.repeats} x {args.steps} forwards "
-          f"(engine: {args.repeats} runs of {args.engine_tokens} tokens)")
-    print(tabulate(rows, headers=["setting (ms)", *(f"{n} ctx" for n in contexts), "slope ms/1k ctx", "slope / shortest"],
-                   tablefmt="github"))
+    for kind in kinds:
+        rows = []
+        for s in settings:
+            medians = [statistics.median(results[kind][n][s]) for n in contexts]
+            b = slope(contexts, medians)
+            rows.append([s, *(f"{m:.2f}" for m in medians), f"{b:+.3f}", f"{100 * b / medians[0]:+.1f}%"])
+        cache = type(sessions[kind][contexts[0]][0].cache).__name__
+        print(f"\nCache scaling: tiny Qwen2.5-VL (hidden 64, 2 layers), float32, CPU, torch threads={torch.get_num_threads()}, "
+              f"attn={args.attn}, cache={cache}, K={args.k}; {args.clock} time, medians over {args.repeats} x {args.steps} "
+              "forwards (rounds)")
+        print(tabulate(rows, headers=["setting (ms)", *(f"{n} ctx" for n in contexts), "slope ms/1k ctx",
+                                      "slope / shortest"], tablefmt="github"))
+    if args.ops:
+        for kind in kinds:
+            use(kind)
+            op_profile(target, inputs, contexts, args)
 
 
 if __name__ == "__main__":

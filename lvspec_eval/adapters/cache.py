@@ -58,13 +58,13 @@ class PreallocatedLayer(CacheLayerMixin):
         keys = key_states.new_empty((b, h, capacity, d))
         values = value_states.new_empty((b, value_states.shape[1], capacity, value_states.shape[-1]))
         if self.length:
-            keys[:, :, :self.length] = self.key_buffer[:, :, :self.length]
-            values[:, :, :self.length] = self.value_buffer[:, :, :self.length]
+            keys.narrow(2, 0, self.length).copy_(self.keys)
+            values.narrow(2, 0, self.length).copy_(self.values)
         self.key_buffer, self.value_buffer = keys, values
 
     def _refresh(self) -> None:
-        self.keys = self.key_buffer[:, :, :self.length]
-        self.values = self.value_buffer[:, :, :self.length]
+        self.keys = self.key_buffer.narrow(2, 0, self.length)
+        self.values = self.value_buffer.narrow(2, 0, self.length)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +74,8 @@ class PreallocatedLayer(CacheLayerMixin):
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
             self._allocate(key_states, value_states, end + max(self.reserve, end // 4))
-        self.key_buffer[:, :, self.length:end] = key_states
-        self.value_buffer[:, :, self.length:end] = value_states
+        self.key_buffer.narrow(2, self.length, end - self.length).copy_(key_states)
+        self.value_buffer.narrow(2, self.length, end - self.length).copy_(value_states)
         self.length = end
         self._refresh()
         return self.keys, self.values
