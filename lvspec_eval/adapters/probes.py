@@ -33,10 +33,11 @@ def attention_probs(queries: torch.Tensor, keys: torch.Tensor, query_pos: torch.
     _, h, q_len, d = queries.shape
     kvh, length = keys.shape[1], keys.shape[2]
     grouped = queries[0].reshape(kvh, (h // kvh) * q_len, d)  # [kvh, g*Q, D]: heads of one key head together
-    scores = torch.matmul(grouped, keys[0].transpose(-1, -2)) * scaling  # [kvh, g*Q, L], model dtype
-    scores = scores.view(h, q_len, length)
-    future = torch.arange(length, device=scores.device).view(1, -1) > query_pos.to(scores.device).view(-1, 1)  # [Q, L]
-    return scores.masked_fill(future, float("-inf")).softmax(-1, dtype=torch.float32)  # [h, Q, L]
+    scores = torch.matmul(grouped, keys[0].transpose(-1, -2)).mul_(scaling).view(h, q_len, length)  # model dtype
+    first = int(query_pos.min()) + 1  # keys before this one are visible to every query row
+    future = torch.arange(first, length, device=scores.device).view(1, -1) > query_pos.to(scores.device).view(-1, 1)
+    scores[:, :, first:].masked_fill_(future, float("-inf"))  # [Q, L - first] causal part only
+    return scores.softmax(-1, dtype=torch.float32)  # [h, Q, L]
 
 
 def layer_queries(attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,7 @@ def prefill_video_attention(attn: torch.nn.Module, cache: Any, video_rows: torch
     first = int(video_rows.max()) + 1
     cols = video_rows.to(attn.q_proj.weight.device)
     return AttentionProbe(attn, cache, lambda k: first if first < k else None,
-                          lambda probs: probs[:, :, cols].mean(dim=(0, 1)),  # [h, Q, Nvid] -> [Nvid]
+                          lambda probs: probs.mean(dim=(0, 1))[cols],  # [h, Q, L] -> [L] -> [Nvid]
                           empty=torch.zeros(video_rows.numel()))
 
 
@@ -105,7 +106,13 @@ def video_attention_share(attn: torch.nn.Module, cache: Any, video_rows: torch.T
     prompt's video tokens (sum over video keys, mean over heads) -> `result` [k]. The query at block
     position j produces the logits that judge draft token j+1."""
     cols = video_rows.to(attn.q_proj.weight.device)
-    return AttentionProbe(attn, cache, lambda k: 0, lambda probs: probs[:, :, cols].sum(-1).mean(0))  # [k]
+
+    def share(probs: torch.Tensor) -> torch.Tensor:  # [h, Q, L] -> [Q]
+        on_video = torch.zeros(probs.shape[-1], dtype=probs.dtype, device=probs.device)  # [L]
+        on_video[cols] = 1.0
+        return (probs @ on_video).mean(0)  # sum over the video keys in one pass, mean over heads
+
+    return AttentionProbe(attn, cache, lambda k: 0, share)
 
 
 class HiddenCapture:
