@@ -8,7 +8,9 @@ Qwen2.5-VL model, times:
 - `sd verify + probe`: the same with the relevance_repr=attention probe on the last layer, the
   prompt's tokens but the last 32 taken as the video;
 - `sd round`: a whole `sd` round as the engine runs it: K one-token drafter steps (drafter: the
-  tiny model of seed 1, on the same prompt), the verify block, and both crops of a rejected round.
+  tiny model of seed 1, on the same prompt), the verify block, and both crops of a rejected round;
+- `...: cache updates`: the part of an `ar step` / `sd verify` spent inside the cache's `update`
+  (all layers): the cache's own work, which is what must not grow with the context.
 Times are the CPU time of the calling thread (`--clock cpu`, the default: at 1 torch thread every
 operator runs on it, and other jobs on a shared machine do not count) or wall time (`--clock wall`).
 Contexts, and caches when several are compared, are measured in turns (repeat r of every one
@@ -48,19 +50,40 @@ def text_prompt(tokenizer, n: int):
 CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 
 
+def instrument(cache, clock) -> list[float]:
+    """Accumulate the time spent in every layer's `update` of `cache` (the cache's own work: writing
+    the new keys and values, and for transformers' DynamicCache concatenating them to the old ones)."""
+    spent = [0.0]
+    for layer in cache.layers:
+        def update(*a, _update=layer.update, **kw):
+            t0 = clock()
+            result = _update(*a, **kw)
+            spent[0] += clock() - t0
+            return result
+        layer.update = update
+    return spent
+
+
 def measure(sessions, n: int, args, out: dict) -> None:
     """One turn of every setting at context n (appends ms to out[setting]); the sessions end as they began."""
     import torch
 
     clock = CLOCKS[args.clock]
     target, draft = sessions[n]
+    spent = target.cache_update_s
     prompt_len = target.length
     toks = torch.randint(1000, 100000, (args.steps * (args.k + 1),), generator=torch.Generator().manual_seed(n))
 
-    def timed(fn, *a) -> None:
+    def timed(fn, *a) -> float:
         t0 = clock()
         fn(*a)
         return 1e3 * (clock() - t0)
+
+    def updates(name, fn, *a) -> float:  # times fn; the cache's share goes to "<name>: cache updates"
+        before = spent[0]
+        ms = timed(fn, *a)
+        out[f"{name}: cache updates"].append(1e3 * (spent[0] - before))
+        return ms
 
     def verify(i):  # K+1 tokens in one forward, then the crop of a round that accepted nothing
         target.extend(toks[i * (args.k + 1):(i + 1) * (args.k + 1)])
@@ -73,12 +96,12 @@ def measure(sessions, n: int, args, out: dict) -> None:
         verify(i)
 
     for i in range(args.steps):
-        out["ar step"].append(timed(target.extend, toks[i:i + 1]))
+        out["ar step"].append(updates("ar step", target.extend, toks[i:i + 1]))
     target.crop(prompt_len)
     for name, fn in (("sd verify", verify), ("sd verify + probe", verify), ("sd round", sd_round)):
         target.video_probe = (-1, torch.arange(0, n - 32)) if name == "sd verify + probe" else None
         for i in range(args.steps):
-            out[name].append(timed(fn, i))
+            out[name].append(updates("sd verify", fn, i) if name == "sd verify" else timed(fn, i))
         target.video_probe = None
         target.crop(prompt_len)
         draft.crop(prompt_len)
@@ -157,7 +180,10 @@ def main() -> None:
     for kind in kinds:
         use(kind)
         sessions[kind] = {n: (target.start(inputs[n])[0], draft.start(inputs[n])[0]) for n in contexts}
-    settings = ["ar step", "sd verify", "sd verify + probe", "sd round"]
+        for t_sess, _ in sessions[kind].values():
+            t_sess.cache_update_s = instrument(t_sess.cache, CLOCKS[args.clock])
+    settings = ["ar step", "ar step: cache updates", "sd verify", "sd verify: cache updates", "sd verify + probe",
+                "sd round"]
     results = {kind: {n: {s: [] for s in settings} for n in contexts} for kind in kinds}
     for _ in range(args.repeats):
         for n in contexts:
@@ -175,7 +201,7 @@ def main() -> None:
               f"attn={args.attn}, cache={cache}, K={args.k}; {args.clock} time, medians over {args.repeats} x {args.steps} "
               "forwards (rounds)")
         print(tabulate(rows, headers=["setting (ms)", *(f"{n} ctx" for n in contexts), "slope ms/1k ctx",
-                                      "slope / shortest"], tablefmt="github"))
+                                      "slope / shortest"], tablefmt="github", disable_numparse=True))
     if args.ops:
         for kind in kinds:
             use(kind)
