@@ -1,21 +1,30 @@
-"""The engine's view of a model: a `ModelAdapter` that starts per-sample `Session`s.
+"""The engine's view of a model: an `HFAdapter` that starts per-sample `Session`s.
 
 Adapters are the only code that touches HF model objects: inputs, prefill, block forwards
 with the right position ids, cache cropping, visual features, version shims. The engine
-never branches on model family.
+never branches on model family. `HFAdapter.start` is the one prefill body (full or pruned); a
+family adds input preparation and small hooks (token types, prompt positions, its visual
+features, extra forward kwargs of a pruned prefill). Probes live in `probes.py`, the KV cache in
+`cache.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
-from typing import Any, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from lvspec_eval.adapters.cache import DEFAULT_RESERVE, PreallocatedCache
+from lvspec_eval.adapters.probes import (AttentionProbe, HiddenCapture, LayerMeanProbe, prefill_video_attention,
+                                         video_attention_share)
 from lvspec_eval.metrics.timing import Stopwatch
-from lvspec_eval.pruning import ALL_LAYERS
+from lvspec_eval.pruning import ALL_LAYERS, VIDEO_KEEP_KEY
+
+#: token types of a prompt position (Qwen's `mm_token_type_ids` values)
+TEXT, IMAGE, VIDEO = 0, 1, 2
 
 
 @dataclass
@@ -39,10 +48,14 @@ class Session:
     logits [k, V]; `crop(n)` keeps the first n cached tokens. Sessions of the same adapter are
     independent (Self-SD runs two over one set of weights)."""
 
-    def __init__(self, adapter: "HFAdapter", cache: Any, length: int, capture_layer: Optional[int]):
+    def __init__(self, adapter: "HFAdapter", cache: Any, length: int, capture_layer: Optional[int], offset: int = 0):
         self.adapter = adapter
+        self.device = adapter.input_device
         self.cache = cache
         self.length = length
+        # a token fed after `length` cached ones sits at position length + offset (offset: the model's
+        # rope delta plus the video tokens a pruned prefill left out)
+        self.offset = offset
         self.capture_layer = capture_layer
         self.last_hidden: Optional[torch.Tensor] = None  # [k, H] of the last extend, if capturing
         self.profile = False  # when True, extend() accumulates its device-synchronised time
@@ -54,23 +67,21 @@ class Session:
     def vocab_size(self) -> int:
         return self.adapter.vocab_size
 
-    def position_ids(self, k: int) -> Optional[torch.Tensor]:
-        """Explicit position ids for k tokens after the prefix (None: the model's default)."""
-        return None
+    def position_ids(self, k: int) -> torch.Tensor:  # [1, k]
+        """Explicit 1D position ids for k tokens after the cached prefix (a family may override)."""
+        start = self.length + self.offset
+        return torch.arange(start, start + k, device=self.device).view(1, k)
 
     def extend(self, ids: torch.Tensor) -> torch.Tensor:  # ids: [k] -> logits [k, V]
-        ids = ids.to(self.adapter.input_device).view(1, -1)
+        ids = ids.to(self.device).view(1, -1)  # [1, k]
         k = ids.shape[1]
-        kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": True, self.adapter.cache_kwarg: self.cache}
-        pos = self.position_ids(k)
-        if pos is not None:
-            kwargs["position_ids"] = pos
-        watch = Stopwatch(self.adapter.input_device) if self.profile else None
+        watch = Stopwatch(self.device) if self.profile else None
         if watch:
             watch.start()
         probe = self.adapter.video_attention(self, *self.video_probe) if self.video_probe else contextlib.nullcontext()
         with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured, probe:
-            out = self.adapter.model(**kwargs)
+            out = self.adapter.model(input_ids=ids, position_ids=self.position_ids(k), use_cache=True,
+                                     **{self.adapter.cache_kwarg: self.cache})
         if watch:
             self.forward_s += watch.stop()
         if self.video_probe:
@@ -97,140 +108,6 @@ class Session:
         self.cache = None
 
 
-class _Capture:
-    """Context manager that records the output hidden states of one decoder layer."""
-
-    def __init__(self, layer: Optional[torch.nn.Module]):
-        self.layer = layer
-        self.handle = None
-        self.outputs: list[torch.Tensor] = []
-
-    def __enter__(self) -> list[torch.Tensor]:
-        if self.layer is not None:
-            def hook(_module, _inp, out):
-                self.outputs.append((out[0] if isinstance(out, tuple) else out).detach())
-
-            self.handle = self.layer.register_forward_hook(hook)
-        return self.outputs
-
-    def __exit__(self, *exc) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-
-
-class _AttentionPreHook:
-    """Context manager: a forward pre-hook on one self-attention module that stores
-    `compute(module, hidden, cos, sin)` in `result` (the module's forward itself is untouched)."""
-
-    attn: torch.nn.Module
-
-    def __enter__(self):
-        self.result = None
-
-        def hook(module, args, kwargs):
-            hidden = kwargs.get("hidden_states", args[0] if args else None)  # [1, S, H]
-            cos, sin = kwargs["position_embeddings"]  # [1, S, D] each
-            self.result = self.compute(module, hidden, cos, sin)
-
-        self.handle = self.attn.register_forward_pre_hook(hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-    def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class _VideoAttention(_AttentionPreHook):
-    """Context manager for one `Session.extend`: the share of attention each new query puts on the
-    prompt's video tokens, at one decoder layer (softmax over every cached and new key, mean over
-    heads) -> `result` [k].
-
-    The query at block position j produces the logits that judge draft token j+1, so this is how
-    much that prediction looked at the video. Computed from the layer's input by a forward
-    pre-hook (any attention backend; the model's forward is untouched), keys of the past from the
-    session's KV cache (stored after rotary), llama-style q/k projections and rotary."""
-
-    def __init__(self, attn: torch.nn.Module, rotary: Any, past_keys: Any, video_rows: torch.Tensor,
-                 head_dim: int):
-        self.attn, self.rotary, self.past_keys = attn, rotary, past_keys
-        self.video_rows, self.head_dim = video_rows, head_dim
-        self.result: Optional[torch.Tensor] = None
-
-    def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        k, d = hidden.shape[1], self.head_dim
-        q = attn.q_proj(hidden).view(1, k, -1, d).transpose(1, 2)  # [1, h, k, D]
-        new_keys = attn.k_proj(hidden).view(1, k, -1, d).transpose(1, 2)  # [1, kvh, k, D]
-        q, new_keys = self.rotary(q, new_keys, cos, sin)
-        keys = torch.cat([self.past_keys(), new_keys], dim=2) if self.past_keys() is not None else new_keys
-        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # GQA
-        scores = (q.float() @ keys.float().transpose(-1, -2)) * (d ** -0.5)  # [1, h, k, L+k]
-        past = keys.shape[2] - k
-        rows = torch.arange(k, device=scores.device).view(-1, 1) + past
-        cols = torch.arange(keys.shape[2], device=scores.device).view(1, -1)
-        probs = scores.masked_fill(cols > rows, float("-inf")).softmax(-1)[0]  # [h, k, L+k]
-        return probs[:, :, self.video_rows.to(probs.device)].sum(-1).mean(0).cpu()  # [k]
-
-
-class _AttentionProbe(_AttentionPreHook):
-    """Context manager: the softmax attention of the prompt tokens after the video to each video
-    token, at one decoder layer of a prefill (mean over heads and query positions) -> [Nvid].
-
-    Works with any attention backend (sdpa, flash, eager): a forward pre-hook on the layer's
-    self-attention reads its input (normed hidden states and rotary cos/sin, as the layer gets
-    them) and recomputes, in float32, only the query rows after the video against all keys up to
-    them; the model's own forward is not touched. Assumes llama-style attention (q/k projections,
-    `rotary`, head_dim scaling), true of Qwen2 and Qwen2.5-VL's text model."""
-
-    def __init__(self, attn: torch.nn.Module, rotary: Any, video_rows: torch.Tensor, n_heads: int, head_dim: int):
-        self.attn, self.rotary = attn, rotary
-        self.video_rows = video_rows  # [Nvid] long, prompt positions of the video tokens
-        self.n_heads, self.head_dim = n_heads, head_dim
-        self.result: Optional[torch.Tensor] = None  # [Nvid]
-
-    def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        s = hidden.shape[1]
-        first_query = int(self.video_rows.max()) + 1
-        if first_query >= s:
-            return torch.zeros(self.video_rows.numel())
-        d = self.head_dim
-        q = attn.q_proj(hidden[:, first_query:]).view(1, s - first_query, -1, d).transpose(1, 2)  # [1, h, Q, D]
-        k = attn.k_proj(hidden).view(1, s, -1, d).transpose(1, 2)  # [1, kvh, S, D]
-        q, _ = self.rotary(q, q, cos[:, first_query:], sin[:, first_query:])
-        k, _ = self.rotary(k, k, cos, sin)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # GQA: [1, h, S, D]
-        scores = (q.float() @ k.float().transpose(-1, -2)) * (d ** -0.5)  # [1, h, Q, S]
-        rows = torch.arange(first_query, s, device=scores.device).view(-1, 1)
-        cols = torch.arange(s, device=scores.device).view(1, -1)
-        scores = scores.masked_fill(cols > rows, float("-inf"))  # causal
-        probs = scores.softmax(-1)[0]  # [h, Q, S]
-        return probs[:, :, self.video_rows.to(probs.device)].mean(dim=(0, 1)).cpu()  # [Nvid]
-
-
-class _LayerMeanProbe(contextlib.ExitStack):
-    """Context manager over several `_AttentionProbe`s of one prefill: `result` is the mean of
-    their results [Nvid] (SpecVLM's ranking averages the attention maps of every decoder layer:
-    zju-jiyicheng/SpecVLM, utils/utils.py `convert_attention_to_score`)."""
-
-    def __init__(self, probes: list[_AttentionProbe]):
-        super().__init__()
-        self.probes = probes
-        self.result: Optional[torch.Tensor] = None  # [Nvid], set on exit
-
-    def __enter__(self) -> "_LayerMeanProbe":
-        super().__enter__()
-        for probe in self.probes:
-            self.enter_context(probe)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        suppress = super().__exit__(*exc)
-        results = [p.result for p in self.probes]
-        self.result = torch.stack(results).mean(0) if all(r is not None for r in results) else None
-        return suppress
-
-
 def kept_rows(video_rows: torch.Tensor, keep: torch.Tensor, length: int) -> torch.Tensor:
     """Prompt rows a pruned prefill feeds: every non-video row and the kept video rows -> [S] bool.
     video_rows: [Nvid] prompt positions of the video tokens; keep: [B] indices into them."""
@@ -240,10 +117,33 @@ def kept_rows(video_rows: torch.Tensor, keep: torch.Tensor, length: int) -> torc
     return rows
 
 
+@dataclass
+class VisualFeatures:
+    """A model's own projected visual features for a pruned prefill (prompt order)."""
+
+    image: Optional[torch.Tensor] = None  # [Ni, H]
+    video: Optional[torch.Tensor] = None  # [Nvid, H]
+    extra: dict[str, Any] = field(default_factory=dict)  # family data for `pruned_forward_kwargs` (e.g. DeepStack)
+
+
+def feature_rows(pooled: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
+    """A vision tower's pooled output (a tensor [..., N, H] or a list of them, one per image or
+    video) as one [N_total, H] tensor in prompt order."""
+    if torch.is_tensor(pooled):
+        return pooled.flatten(0, -2)
+    return torch.cat([p.flatten(0, -2) for p in pooled], 0)
+
+
 class HFAdapter:
-    """Shared HF plumbing; a family subclass adds input preparation and position ids."""
+    """Shared HF plumbing and the one prefill body; a family subclass adds input preparation and
+    the hooks below `# -- per family`."""
 
     session_class = Session
+    #: "preallocated" (`PreallocatedCache`: no copy per forward) or "dynamic" (transformers'
+    #: DynamicCache, which concatenates per forward; kept for comparison, see benchmarks/cache_scaling.py)
+    cache_kind = "preallocated"
+    #: cache tokens allocated beyond the prompt at prefill when `start` gets no `reserve`
+    cache_reserve = DEFAULT_RESERVE
 
     def __init__(self, model: torch.nn.Module, processor: Any, name: str):
         self.model = model
@@ -266,54 +166,119 @@ class HFAdapter:
     def decoder_layers(self) -> torch.nn.ModuleList:
         return self.model.model.language_model.layers
 
-    def capture(self, layer_index: Optional[int]) -> _Capture:
-        if layer_index is None:
-            return _Capture(None)
-        return _Capture(self.decoder_layers()[layer_index])
+    # -- probes and cache ---------------------------------------------------------------------
+    def capture(self, layer_index: Optional[int]) -> HiddenCapture:
+        return HiddenCapture(None if layer_index is None else self.decoder_layers()[layer_index])
 
-    def attention_probe(self, layer_index: Optional[Union[int, str]], video_rows: torch.Tensor) -> Any:
-        """An `_AttentionProbe` on decoder layer `layer_index`; with `ALL_LAYERS` ("all") a
-        `_LayerMeanProbe` over every decoder layer (a no-op context when None)."""
+    def attention_probe(self, layer_index: Optional[Union[int, str]], video_rows: torch.Tensor, cache: Any) -> Any:
+        """A `prefill_video_attention` probe on decoder layer `layer_index` of a full prefill into
+        `cache`; with `ALL_LAYERS` ("all") the mean of that probe over every decoder layer (SpecVLM's
+        ranking); a no-op context giving None when layer_index is None or there is no video."""
         if layer_index is None or video_rows.numel() == 0:
             return contextlib.nullcontext(None)
-        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb  # llama-style rotary
-
-        cfg = self.model.config.get_text_config()
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         layers = self.decoder_layers()
-        chosen = list(layers) if layer_index == ALL_LAYERS else [layers[layer_index]]
-        probes = [_AttentionProbe(layer.self_attn, apply_rotary_pos_emb, video_rows, cfg.num_attention_heads, head_dim)
-                  for layer in chosen]
-        return probes[0] if layer_index != ALL_LAYERS else _LayerMeanProbe(probes)
+        if layer_index == ALL_LAYERS:
+            return LayerMeanProbe([prefill_video_attention(layer.self_attn, cache, video_rows) for layer in layers])
+        return prefill_video_attention(layers[layer_index].self_attn, cache, video_rows)
 
-    def video_attention(self, session: Session, layer_index: int, video_rows: torch.Tensor) -> _VideoAttention:
-        """A `_VideoAttention` probe on decoder layer `layer_index` of `session`'s next extend."""
-        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb  # llama-style rotary
+    def video_attention(self, session: Session, layer_index: int, video_rows: torch.Tensor) -> AttentionProbe:
+        """A `video_attention_share` probe on decoder layer `layer_index` of `session`'s next extend."""
+        return video_attention_share(self.decoder_layers()[layer_index].self_attn, session.cache, video_rows)
 
-        cfg = self.model.config.get_text_config()
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        layers = self.decoder_layers()
-        index = layer_index % len(layers)
+    def new_cache(self, reserve: Optional[int] = None) -> Any:
+        """An empty KV cache for one session; `reserve`: tokens to allocate beyond the prefill."""
+        if self.cache_kind == "dynamic":
+            from transformers import DynamicCache
 
-        def past_keys() -> Optional[torch.Tensor]:
-            cache_layers = getattr(session.cache, "layers", None)
-            if cache_layers is None or index >= len(cache_layers):
-                return None
-            return getattr(cache_layers[index], "keys", None)
-
-        return _VideoAttention(layers[index].self_attn, apply_rotary_pos_emb, past_keys, video_rows, head_dim)
-
-    def new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.config)
+            return DynamicCache(config=self.model.config)
+        if self.cache_kind != "preallocated":
+            raise ValueError(f"cache_kind must be 'preallocated' or 'dynamic', not {self.cache_kind!r}")
+        return PreallocatedCache(self.model.config, reserve=self.cache_reserve if reserve is None else reserve)
 
     # -- per family -------------------------------------------------------------------------
-    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
-              attention_layer: Optional[Union[int, str]] = None) -> tuple[Session, Prefill]:
-        """Prefill on `inputs` (processor output). With `attention_layer`, Prefill.video_attention
-        holds the attention the prompt gets from the tokens after the video at that layer (the mean
-        over every layer for `ALL_LAYERS`). With
-        `inputs[VIDEO_KEEP_KEY]` (indices into the video tokens), only those video tokens are fed,
-        each at its original position (SpecVLM drafter)."""
+    def token_types(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """[S] long: TEXT, IMAGE or VIDEO for each prompt position."""
         raise NotImplementedError
+
+    def prompt_positions(self, inputs: dict[str, Any], types: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Position ids of the full prompt ([..., 1, S], as the model's forward takes them) and the
+        offset of the tokens after it (a token at cache index i sits at position i + offset)."""
+        raise NotImplementedError
+
+    def visual_features(self, inputs: dict[str, Any]) -> VisualFeatures:
+        """This model's own projected image and video features (for a pruned prefill)."""
+        raise NotImplementedError
+
+    def video_coords(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """[Nvid, 3] long (frame, row, col) of each video token, prompt order."""
+        raise NotImplementedError
+
+    def output_features(self, out: Any) -> list[torch.Tensor]:
+        """The visual features a full prefill's output carries: [video [Nvid, H], image [Ni, H]] (those present)."""
+        found = [getattr(out, name, None) for name in ("video_outputs", "image_outputs")]
+        return [feature_rows(o.pooler_output) for o in found if o is not None]
+
+    def pruned_forward_kwargs(self, inputs: dict[str, Any], features: VisualFeatures, types: torch.Tensor,
+                              rows: torch.Tensor) -> dict[str, Any]:
+        """Extra forward kwargs of a pruned prefill, computed from the kept rows ([S] bool), e.g.
+        features that a family adds at the visual positions inside the decoder (none by default)."""
+        return {}
+
+    def pruned_forward(self, **kwargs: Any) -> Any:
+        """The pruned prefill's forward from merged embeddings (`inputs_embeds`, `position_ids`, the
+        cache, `pruned_forward_kwargs`); returns an output with `.logits`."""
+        return self.model(**kwargs)
+
+    # -- prefill ------------------------------------------------------------------------------
+    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
+              attention_layer: Optional[int] = None, reserve: Optional[int] = None) -> tuple[Session, Prefill]:
+        """Prefill on `inputs` (processor output) into a new session.
+
+        capture_layer: Prefill.hidden holds that decoder layer's output. attention_layer:
+        Prefill.video_attention holds the attention the prompt gets from the tokens after the video
+        at that layer (full prefill only). `inputs[VIDEO_KEEP_KEY]` (indices into the video tokens):
+        only those video tokens are fed, each at its ORIGINAL position (SpecVLM drafter); the tokens
+        after the prompt continue from the full prompt's positions. reserve: cache tokens to
+        allocate beyond the prompt (default `cache_reserve`)."""
+        device = self.input_device
+        inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+        keep = inputs.pop(VIDEO_KEEP_KEY, None)
+        if keep is not None and attention_layer is not None:
+            raise ValueError("the prefill attention probe reads a full prompt; drop attention_layer or the video keep indices")
+        input_ids = inputs["input_ids"]  # [1, S]
+        s = input_ids.shape[1]
+        types = self.token_types(inputs)  # [S]
+        video_rows = (types == VIDEO).nonzero().view(-1)  # [Nvid]
+        position_ids, offset = self.prompt_positions(inputs, types)  # [..., 1, S]
+        cache = self.new_cache(reserve)
+        with torch.inference_mode(), self.capture(capture_layer) as captured, \
+                self.attention_probe(attention_layer, video_rows, cache) as probe:
+            if keep is None:
+                out = self.model(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+                                 **{self.cache_kwarg: cache})
+                visual = self.output_features(out)
+                fed_len, fed_video = s, int(video_rows.numel())
+            else:
+                features = self.visual_features(inputs)
+                embeds = self.model.get_input_embeddings()(input_ids)  # [1, S, H]
+                for kind, feats in ((IMAGE, features.image), (VIDEO, features.video)):
+                    if feats is not None:
+                        embeds = embeds.masked_scatter((types == kind).view(1, -1, 1), feats.to(embeds.dtype))
+                rows = kept_rows(video_rows, keep, s).to(device)  # [S] bool
+                out = self.pruned_forward(inputs_embeds=embeds[:, rows], position_ids=position_ids[..., rows],
+                                          use_cache=True, logits_to_keep=1, **{self.cache_kwarg: cache},
+                                          **self.pruned_forward_kwargs(inputs, features, types, rows))
+                visual = [v for v in (features.video, features.image) if v is not None]
+                fed_len, fed_video = int(rows.sum()), int(keep.numel())
+        session = self.session_class(self, cache, fed_len, capture_layer, offset=offset + s - fed_len)
+        prefill = Prefill(
+            logits=out.logits[0, -1],
+            prompt_ids=input_ids[0],
+            text_mask=types == TEXT,
+            visual_features=torch.cat(visual, 0) if visual else None,
+            hidden=captured[0][0] if captured else None,
+            video_coords=self.video_coords(inputs) if video_rows.numel() else None,
+            video_attention=probe.result if probe is not None else None,
+            video_tokens_fed=fed_video,
+        )
+        return session, prefill

@@ -9,22 +9,11 @@ from typing import Any, Optional
 
 import torch
 
-from lvspec_eval.adapters.base import HFAdapter, Prefill, Session, kept_rows
+from lvspec_eval.adapters.base import IMAGE, TEXT, VIDEO, HFAdapter, VisualFeatures, feature_rows
 from lvspec_eval.adapters.loading import load_pretrained, resolve_dtype
-from lvspec_eval.pruning import VIDEO_KEEP_KEY
 
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<video>"
-
-
-class LlavaSession(Session):
-    """1D positions: a token fed after `length` cached ones sits at position length + offset
-    (offset = video tokens pruned away from this session's prefill, 0 otherwise)."""
-
-    offset: int = 0
-
-    def position_ids(self, k: int) -> torch.Tensor:  # [1, k]
-        return torch.arange(self.length, self.length + k, device=self.adapter.input_device).view(1, k) + self.offset
 
 
 def sample_frames(video_path: str, max_frames_num: int) -> Any:
@@ -45,7 +34,7 @@ def sample_frames(video_path: str, max_frames_num: int) -> Any:
 
 
 class LlavaOnevisionAdapter(HFAdapter):
-    session_class = LlavaSession
+    """1D positions, explicit (the base `Session`'s), so that a pruned drafter keeps the original ones."""
 
     def __init__(self, model, processor, name: str, *, max_num_frames: int = 32, **_ignored: Any):
         super().__init__(model, processor, name)
@@ -117,62 +106,26 @@ class LlavaOnevisionAdapter(HFAdapter):
             frame0 += t + 1
         return torch.cat(coords)
 
-    def _features(self, inputs: dict[str, Any]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """This model's own projected (pooled) image and video features: ([Ni, H] | None, [Nvid, H] | None)."""
+    # -- prefill hooks ------------------------------------------------------------------------
+    def token_types(self, inputs: dict[str, Any]) -> torch.Tensor:  # [S], from the placeholder token ids
+        ids = inputs["input_ids"][0]
+        types = torch.full_like(ids, TEXT)
+        types[ids == self.image_token_id] = IMAGE
+        types[ids == self.video_token_id] = VIDEO
+        return types
+
+    def prompt_positions(self, inputs: dict[str, Any], types: torch.Tensor) -> tuple[torch.Tensor, int]:
+        s = inputs["input_ids"].shape[1]
+        return torch.arange(s, device=inputs["input_ids"].device).view(1, s), 0  # [1, S]
+
+    def visual_features(self, inputs: dict[str, Any]) -> VisualFeatures:
+        """This model's own projected (pooled) image and video features."""
         inner = self.model.model
-        image = video = None
+        features = VisualFeatures()
         if inputs.get("pixel_values") is not None:
             out = inner.get_image_features(inputs["pixel_values"], inputs.get("image_sizes"),
                                            batch_num_images=inputs.get("batch_num_images"), return_dict=True)
-            image = torch.cat(list(out.pooler_output), 0)
+            features.image = feature_rows(out.pooler_output)
         if inputs.get("pixel_values_videos") is not None:
-            out = inner.get_video_features(inputs["pixel_values_videos"], return_dict=True)
-            video = out.pooler_output.flatten(0, 1)
-        return image, video
-
-    # -- prefill ------------------------------------------------------------------------------
-    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
-              attention_layer: Optional[int] = None) -> tuple[LlavaSession, Prefill]:
-        device = self.input_device
-        inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
-        keep = inputs.pop(VIDEO_KEEP_KEY, None)
-        input_ids = inputs["input_ids"]  # [1, S]
-        s = input_ids.shape[1]
-        video_rows = (input_ids[0] == self.video_token_id).nonzero().view(-1)  # [Nvid]
-        position_ids = torch.arange(s, device=device).view(1, s)
-        cache = self.new_cache()
-        fed = int(video_rows.numel())
-        with torch.inference_mode(), self.capture(capture_layer) as captured, \
-                self.attention_probe(attention_layer, video_rows) as probe:
-            if keep is None:
-                out = self.model(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=1,
-                                 **{self.cache_kwarg: cache})
-                visual = [o.pooler_output for o in (out.video_outputs, out.image_outputs) if o is not None]
-                visual = [v.flatten(0, 1) if torch.is_tensor(v) and v.dim() == 3 else torch.cat(list(v), 0) for v in visual]
-            else:
-                image, video = self._features(inputs)
-                embeds = self.model.get_input_embeddings()(input_ids)
-                for token_id, feats in ((self.image_token_id, image), (self.video_token_id, video)):
-                    if feats is not None:
-                        mask = (input_ids == token_id).unsqueeze(-1)
-                        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-                rows = kept_rows(video_rows, keep, s).to(device)
-                fed = int(keep.numel())
-                out = self.model(inputs_embeds=embeds[:, rows], position_ids=position_ids[:, rows], use_cache=True,
-                                 logits_to_keep=1, **{self.cache_kwarg: cache})
-                visual = [v for v in (video, image) if v is not None]
-                s = int(rows.sum())
-        session = LlavaSession(self, cache, s, capture_layer)
-        session.offset = input_ids.shape[1] - s
-        text_mask = (input_ids[0] != self.video_token_id) & (input_ids[0] != self.image_token_id)
-        prefill = Prefill(
-            logits=out.logits[0, -1],
-            prompt_ids=input_ids[0],
-            text_mask=text_mask,
-            visual_features=torch.cat(visual, 0) if visual else None,
-            hidden=captured[0][0] if captured else None,
-            video_coords=self.video_coords(inputs) if video_rows.numel() else None,
-            video_attention=probe.result if probe is not None else None,
-            video_tokens_fed=fed,
-        )
-        return session, prefill
+            features.video = feature_rows(inner.get_video_features(inputs["pixel_values_videos"], return_dict=True).pooler_output)
+        return features

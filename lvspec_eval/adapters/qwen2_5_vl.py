@@ -8,23 +8,16 @@ from typing import Any, Optional
 
 import torch
 
-from lvspec_eval.adapters.base import HFAdapter, Prefill, Session, kept_rows
+from lvspec_eval.adapters.base import HFAdapter, Session, VisualFeatures, feature_rows
 from lvspec_eval.adapters.loading import load_pretrained, resolve_dtype
-from lvspec_eval.pruning import VIDEO_KEEP_KEY
-
-VIDEO_TOKEN_TYPE = 2
-IMAGE_TOKEN_TYPE = 1
 
 
 class QwenSession(Session):
-    """Keeps this sample's M-RoPE delta: a token fed after `length` cached ones sits at rope
-    position length + rope_delta (for a pruned prefill the delta also counts the pruned tokens)."""
-
-    rope_delta: int = 0
+    """M-RoPE: a token fed after `length` cached ones sits at rope position length + offset on all
+    three axes (offset = this sample's rope delta, plus the tokens a pruned prefill left out)."""
 
     def position_ids(self, k: int) -> torch.Tensor:  # [3, 1, k]
-        pos = torch.arange(self.length, self.length + k, device=self.adapter.input_device) + self.rope_delta
-        return pos.view(1, 1, k).expand(3, 1, k)
+        return super().position_ids(k).view(1, 1, k).expand(3, 1, k)
 
 
 def _still_image(path: str) -> bool:
@@ -122,76 +115,32 @@ class QwenVLAdapter(HFAdapter):
             frame0 += t
         return torch.cat(coords)
 
-    def _features(self, inputs: dict[str, Any]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """This model's own merged image and video features: ([Ni, H] | None, [Nvid, H] | None)."""
+    # -- prefill hooks ------------------------------------------------------------------------
+    def token_types(self, inputs: dict[str, Any]) -> torch.Tensor:  # [S]: the processor's mm_token_type_ids
+        types = inputs.get("mm_token_type_ids")
+        return torch.zeros_like(inputs["input_ids"][0]) if types is None else types[0]
+
+    def prompt_positions(self, inputs: dict[str, Any], types: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """M-RoPE ids [3, 1, S] from the model's own get_rope_index, and its rope delta."""
+        input_ids = inputs["input_ids"]  # [1, S]
+        if inputs.get("image_grid_thw") is None and inputs.get("video_grid_thw") is None:
+            s = input_ids.shape[1]
+            return torch.arange(s, device=input_ids.device).view(1, 1, s).expand(3, 1, s), 0
+        position_ids, deltas = self.model.model.get_rope_index(
+            input_ids, mm_token_type_ids=types.view(1, -1), image_grid_thw=inputs.get("image_grid_thw"),
+            video_grid_thw=inputs.get("video_grid_thw"), second_per_grid_ts=inputs.get("second_per_grid_ts"),
+            attention_mask=inputs.get("attention_mask"),
+        )
+        return position_ids, int(deltas.view(-1)[0])
+
+    def visual_features(self, inputs: dict[str, Any]) -> VisualFeatures:
+        """This model's own merged image and video features."""
         inner = self.model.model
-        image = video = None
+        features = VisualFeatures()
         if inputs.get("pixel_values") is not None:
             out = inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
-            image = torch.cat(list(out.pooler_output), 0)
+            features.image = feature_rows(out.pooler_output)
         if inputs.get("pixel_values_videos") is not None:
             out = inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True)
-            video = torch.cat(list(out.pooler_output), 0)
-        return image, video
-
-    # -- prefill ------------------------------------------------------------------------------
-    def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
-              attention_layer: Optional[int] = None) -> tuple[QwenSession, Prefill]:
-        device = self.input_device
-        inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
-        keep = inputs.pop(VIDEO_KEEP_KEY, None)
-        input_ids = inputs["input_ids"]  # [1, S]
-        s = input_ids.shape[1]
-        types = inputs.get("mm_token_type_ids")
-        if types is None:
-            types = torch.zeros_like(input_ids)
-        has_visual = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
-        if has_visual:
-            position_ids, deltas = self.model.model.get_rope_index(
-                input_ids, mm_token_type_ids=types, image_grid_thw=inputs.get("image_grid_thw"),
-                video_grid_thw=inputs.get("video_grid_thw"), second_per_grid_ts=inputs.get("second_per_grid_ts"),
-                attention_mask=inputs.get("attention_mask"),
-            )
-            rope_delta = int(deltas.view(-1)[0])
-        else:
-            position_ids = torch.arange(s, device=device).view(1, 1, s).expand(3, 1, s)
-            rope_delta = 0
-        video_rows = (types[0] == VIDEO_TOKEN_TYPE).nonzero().view(-1)  # [Nvid]
-        fed = int(video_rows.numel())
-        cache = self.new_cache()
-        with torch.inference_mode(), self.capture(capture_layer) as captured, \
-                self.attention_probe(attention_layer, video_rows) as probe:
-            if keep is None:
-                out = self.model(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=1,
-                                 **{self.cache_kwarg: cache})
-                visual = [o.pooler_output for o in (out.video_outputs, out.image_outputs) if o is not None]
-                visual = [torch.cat(list(v), 0) for v in visual]
-            else:
-                # pruned (SpecVLM drafter): kept video tokens keep their ORIGINAL 3D positions, and
-                # later tokens continue from the full prompt's positions (rope_delta grows by the
-                # number of pruned tokens, since this cache is that much shorter)
-                image, video = self._features(inputs)
-                embeds = self.model.get_input_embeddings()(input_ids)
-                for kind, feats in ((IMAGE_TOKEN_TYPE, image), (VIDEO_TOKEN_TYPE, video)):
-                    if feats is not None:
-                        embeds = embeds.masked_scatter((types == kind).unsqueeze(-1), feats.to(embeds.dtype))
-                rows = kept_rows(video_rows, keep, s).to(device)
-                fed = int(keep.numel())
-                out = self.model(inputs_embeds=embeds[:, rows], position_ids=position_ids[:, :, rows], use_cache=True,
-                                 logits_to_keep=1, **{self.cache_kwarg: cache})
-                visual = [v for v in (video, image) if v is not None]
-                rope_delta += s - int(rows.sum())
-                s = int(rows.sum())
-        session = QwenSession(self, cache, s, capture_layer)
-        session.rope_delta = rope_delta
-        prefill = Prefill(
-            logits=out.logits[0, -1],
-            prompt_ids=input_ids[0],
-            text_mask=(types[0] == 0),
-            visual_features=torch.cat(visual, 0) if visual else None,
-            hidden=captured[0][0] if captured else None,
-            video_coords=self.video_coords(inputs) if video_rows.numel() else None,
-            video_attention=probe.result if probe is not None else None,
-            video_tokens_fed=fed,
-        )
-        return session, prefill
+            features.video = feature_rows(out.pooler_output)
+        return features
