@@ -64,6 +64,11 @@ class BuiltinDefaults:
     # decode's clean_up_tokenization_spaces for the answer text; None: the tokenizer's own setting
     clean_up_spaces: Optional[bool] = None
 
+    @property
+    def model(self) -> str:
+        """The built-in's `--model` name, by which lmms-eval resolves a task's model-specific prompt."""
+        return self.backend.split()[0]
+
 
 #: lmms-eval 0.7.3 `--model qwen2_5_vl` (the chat class, models/chat/qwen2_5_vl.py): loads bfloat16,
 #: max_new_tokens 128, never reads `until`, stops at the tokenizer's EOS, decodes without clean-up.

@@ -44,6 +44,14 @@ def tiny_draft(ckpt_root) -> str:
 
 
 @pytest.fixture(scope="session")
+def task_dir(tmp_path_factory) -> Path:
+    """A copy of tasks/lvspec_tiny with its clips (shared by the CLI tests)."""
+    from testbed.fixtures.cli import copy_tiny_task
+
+    return copy_tiny_task(tmp_path_factory.mktemp("tasks") / "lvspec_tiny")
+
+
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> list[str]:
     from testbed.fixtures.tiny import make_clip
 
