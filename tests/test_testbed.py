@@ -145,6 +145,35 @@ def test_committed_task_docs_match_the_generator():
     assert {d["attribute"] for d in mcq_docs} == set(g.ATTRIBUTES)
 
 
+def test_validation_tasks_are_disjoint_from_test_and_from_the_training_checks():
+    """Settings are chosen on lvspec_testbed_*_val (docs/testbed.md): committed docs equal the generator's, their
+    clips exist, and their seeds share nothing with the test clips nor with the val clips every committed role's
+    stop checks used (the first n_val of the val split)."""
+    from testbed.make_task import DEFAULT_N_VAL, DOC_FILES, docs
+
+    caption_docs, mcq_docs = docs(DEFAULT_N_VAL, "val")
+    for name, rows in zip(DOC_FILES["val"], (caption_docs, mcq_docs)):
+        committed = [json.loads(line) for line in (TASK_DIR / name).read_text().splitlines()]
+        assert committed == rows, name
+    val = {d["seed"] for d in caption_docs}
+    assert len(val) == DEFAULT_N_VAL == 60 and {d["seed"] for d in mcq_docs} == val
+    test = {json.loads(line)["seed"] for line in (TASK_DIR / "caption.jsonl").read_text().splitlines()}
+    assert not val & test
+    weights = Path(__file__).resolve().parents[1] / "testbed" / "weights"
+    records = sorted(weights.glob("*/testbed.json"))
+    assert len(records) >= 4
+    for record in records:
+        n_val = json.loads(record.read_text())["n_val"]
+        assert not val & set(clips.split_seeds("val", n_val)), record
+    assert all((TASK_DIR / "videos" / d["video"]).is_file() for d in caption_docs)
+    for split in ("caption", "mcq"):
+        config = (TASK_DIR / f"lvspec_testbed_{split}_val.yaml").read_text()
+        assert f"task: lvspec_testbed_{split}_val" in config and f"validation: {split}_val.jsonl" in config
+        assert "validation_split: validation" in config and "test_split" not in config
+    with pytest.raises(ValueError, match="unknown task split"):
+        docs(3, "train")
+
+
 def test_committed_clips_decode_to_the_rendered_frames():
     import decord
 
