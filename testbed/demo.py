@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", default="caption,mcq")
     p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     p.add_argument("--limit", type=int, default=60,
-                   help="samples per task (default 60, about 12 minutes on 2 cores; 0: all 200, about 45 minutes)")
+                   help="test clips per task (default 60: about 12-15 minutes alone on 2 cores; 0: all 200)")
     p.add_argument("--out", default=str(REPORTS / "demo"))
     p.add_argument("--model-args", default="", help="extra model args for every run, e.g. num_draft_tokens=8")
     a = p.parse_args(argv)
