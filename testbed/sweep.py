@@ -365,12 +365,22 @@ def _ci(value: Optional[float], ci: Optional[list[float]], digits: int = 3) -> s
     return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
+def setting_cell(row: dict, name: str) -> Any:
+    """A setting column of an lvspec row (target_prob reads no relevance representation; no
+    draft_video_keep in the params: the whole video)."""
+    p = row["params"]
+    if row["method"] != "lvspec":
+        return ""
+    if name == "relevance_repr" and p["anchor_rule"] == "target_prob":
+        return "-"
+    return p.get(name, 1.0 if name == "draft_video_keep" else "")
+
+
 #: (header, cell) of the sweep table
 COLUMNS = (
     ("variant", lambda r: r.get("variant") or ""),
     ("method", lambda r: r["method"]),
-    *((name, (lambda n: lambda r: r["params"].get(n, 1.0 if n == "draft_video_keep" else "")
-                if r["method"] == "lvspec" else "")(name)) for name in SETTING_FIELDS),
+    *((name, (lambda n: lambda r: setting_cell(r, n))(name)) for name in SETTING_FIELDS),
     ("tau_mean", lambda r: _ci(r.get("tau_mean"), None)),
     ("tau_ratio [95% CI] (vs)", lambda r: f"{_ci(r.get('tau_ratio'), r.get('tau_ratio_ci'))} ({r['counterpart']})"
      if r.get("counterpart") else ""),
