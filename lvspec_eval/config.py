@@ -42,8 +42,13 @@ DEFAULT_LLAVA_OV_DRAFT = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 #: SpecVLM (method.md section 5): share of video tokens the pruned drafter keeps.
 DEFAULT_DRAFT_VIDEO_KEEP = 0.1
 #: Methods whose drafter sees a pruned video unless `draft_video_keep` says otherwise; Self-SD
-#: (`draft_pretrained=self`) always defaults to pruning as well.
-PRUNED_BY_DEFAULT = ("specvlm",)
+#: (`draft_pretrained=self`) always defaults to pruning as well. `lvspec`: the paper's drafter prefills
+#: on the SpecVLM-pruned video (method.md section 5); `random`: the paper's control of LVSpec, so the
+#: same drafter input; `fly` / `fly_plus` as AMD-AGI/FLy's code, which prunes nothing
+#: (docs/method_choices.md says why each).
+PRUNED_BY_DEFAULT = ("specvlm", "lvspec", "random")
+#: The `params` of a record (rule_params) that describe the drafter's pruned video.
+PRUNING_PARAMS = ("draft_video_keep", "draft_video_mass", "draft_video_layer", "draft_video_fill")
 
 
 class ArgsError(ValueError):
@@ -99,9 +104,10 @@ class LVSpecArgs:
     shift_window: int = 2  # w of position-shift tolerance; 0 disables it
     anchor_rule: str = "rank"
     anchor_side: str = "both"
-    # attention (this project's): target's attention share on the video in each verify forward; chosen on the
-    # testbed (reports/testbed.md); embedding / hidden are the paper's cosine relevance
-    relevance_repr: str = "attention"
+    # embedding: the paper's top-N cosine of the target's input embedding against the projected visual features
+    # (method.md section 3); hidden: the same at a decoder layer; attention (this project's, opt-in): the target's
+    # attention share on the video in each verify forward
+    relevance_repr: str = "embedding"
     relevance_layer: int = -1  # decoder layer for relevance_repr=hidden|attention (negative counts from the end)
     # FLy as AMD-AGI/FLy's code computes it (docs/baselines.md); the `in_block` / `top_k` values are options
     fly_window: int = 6  # W: a mismatch plus W-1 exact draft tokens after it
@@ -124,8 +130,9 @@ class LVSpecArgs:
     paired_baseline: bool = False
     stats_path: Optional[str] = None  # None: lvspec_runs/<UTC timestamp>_<method>.jsonl
     max_length: Optional[int] = None  # context limit; None: the target config's max_position_embeddings
-    # SpecVLM pruning of the drafter's video; None: DEFAULT_DRAFT_VIDEO_KEEP for `specvlm` and Self-SD,
-    # 1.0 (no pruning) otherwise; < 1 prunes for any drafting method (e.g. `lvspec`)
+    # SpecVLM pruning of the drafter's video; None: DEFAULT_DRAFT_VIDEO_KEEP for PRUNED_BY_DEFAULT (specvlm,
+    # lvspec, random) and Self-SD, 1.0 (no pruning) otherwise (sd, fly, fly_plus); 1.0 turns it off, < 1 prunes
+    # for any drafting method
     draft_video_keep: Optional[float] = None
     # as zju-jiyicheng/SpecVLM's code by default (docs/baselines.md)
     draft_video_mass: float = 0.4  # stage I: attention-mass share covered by top-attention tokens
@@ -220,10 +227,33 @@ class LVSpecArgs:
                           draft_video_fill=self.draft_video_fill)
         return params
 
+    def lossless_counterpart(self) -> Optional["LVSpecArgs"]:
+        """The lossless method with the same drafter and drafter input (strict rule), which a loose
+        method's tau is compared with: `specvlm` for a pruned separate drafter, `sd` otherwise (also
+        Self-SD, pruned or not). None for `ar`, `sd` and `specvlm` (their own reference)."""
+        found = lossless_counterpart(self.method, self.rule_params(), self.draft_pretrained)
+        if found is None:
+            return None
+        method, params = found
+        return self.replace(method=method, draft_video_keep=params.get("draft_video_keep", 1.0))
+
     def replace(self, **changes: Any) -> "LVSpecArgs":
         new = dataclasses.replace(self, **changes)
         new.validate()
         return new
+
+
+def lossless_counterpart(method: str, params: dict[str, Any], draft: Optional[str]) -> Optional[tuple[str, dict]]:
+    """(method, params) of the lossless run that a loose run of `method` with `params` (its recorded
+    rule_params) and drafter `draft` pairs with: the strict rule on the same drafter input, i.e. the
+    same K and the same pruning params. `specvlm` when a separate drafter sees a pruned video, `sd`
+    otherwise (`draft` "self" is Self-SD: `sd` with the target drafting, pruned or not). None for `ar`
+    and the lossless methods, which are their own reference. No torch: the report calls it."""
+    if method in LOSSLESS_METHODS:
+        return None
+    pruning = {k: params[k] for k in PRUNING_PARAMS if k in params}
+    strict = "specvlm" if pruning and draft != "self" else "sd"
+    return strict, {"num_draft_tokens": params["num_draft_tokens"], **pruning}
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
