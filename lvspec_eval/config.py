@@ -27,6 +27,10 @@ DEFAULT_DRAFT = "Qwen/Qwen2.5-VL-7B-Instruct"
 #: Paper's second family: LLaVA-OneVision-72B drafted by the 7B sibling (backend `lvspec_llava_ov`).
 DEFAULT_LLAVA_OV_TARGET = "llava-hf/llava-onevision-qwen2-72b-ov-hf"
 DEFAULT_LLAVA_OV_DRAFT = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+#: Qwen3-VL (backend `lvspec_qwen3_vl`): the largest dense Instruct model drafted by the 4B (about an eighth
+#: of its parameters; lmms-eval's own qwen3_vl default checkpoint; docs/qwen3_vl.md says why).
+DEFAULT_QWEN3_VL_TARGET = "Qwen/Qwen3-VL-32B-Instruct"
+DEFAULT_QWEN3_VL_DRAFT = "Qwen/Qwen3-VL-4B-Instruct"
 #: SpecVLM (method.md section 5): share of video tokens the pruned drafter keeps.
 DEFAULT_DRAFT_VIDEO_KEEP = 0.1
 #: Methods whose drafter sees a pruned video unless `draft_video_keep` says otherwise; Self-SD

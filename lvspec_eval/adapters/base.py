@@ -149,18 +149,18 @@ class _VideoAttention(_AttentionPreHook):
     The query at block position j produces the logits that judge draft token j+1, so this is how
     much that prediction looked at the video. Computed from the layer's input by a forward
     pre-hook (any attention backend; the model's forward is untouched), keys of the past from the
-    session's KV cache (stored after rotary), llama-style q/k projections and rotary."""
+    session's KV cache (stored after rotary), the adapter's q/k projection (`project`) and rotary."""
 
     def __init__(self, attn: torch.nn.Module, rotary: Any, past_keys: Any, video_rows: torch.Tensor,
-                 head_dim: int):
+                 head_dim: int, project: Any = None):
         self.attn, self.rotary, self.past_keys = attn, rotary, past_keys
         self.video_rows, self.head_dim = video_rows, head_dim
+        self.project = project or project_qk
         self.result: Optional[torch.Tensor] = None
 
     def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         k, d = hidden.shape[1], self.head_dim
-        q = attn.q_proj(hidden).view(1, k, -1, d).transpose(1, 2)  # [1, h, k, D]
-        new_keys = attn.k_proj(hidden).view(1, k, -1, d).transpose(1, 2)  # [1, kvh, k, D]
+        q, new_keys = self.project(attn, hidden, d)  # [1, h, k, D], [1, kvh, k, D]
         q, new_keys = self.rotary(q, new_keys, cos, sin)
         keys = torch.cat([self.past_keys(), new_keys], dim=2) if self.past_keys() is not None else new_keys
         keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # GQA
@@ -179,13 +179,16 @@ class _AttentionProbe(_AttentionPreHook):
     Works with any attention backend (sdpa, flash, eager): a forward pre-hook on the layer's
     self-attention reads its input (normed hidden states and rotary cos/sin, as the layer gets
     them) and recomputes, in float32, only the query rows after the video against all keys up to
-    them; the model's own forward is not touched. Assumes llama-style attention (q/k projections,
-    `rotary`, head_dim scaling), true of Qwen2 and Qwen2.5-VL's text model."""
+    them; the model's own forward is not touched. Assumes llama-style attention (`rotary`, head_dim
+    scaling) with q/k from `project` (the adapter's: plain projections for Qwen2 / Qwen2.5-VL, plus
+    the per-head q/k RMSNorm for Qwen3)."""
 
-    def __init__(self, attn: torch.nn.Module, rotary: Any, video_rows: torch.Tensor, n_heads: int, head_dim: int):
+    def __init__(self, attn: torch.nn.Module, rotary: Any, video_rows: torch.Tensor, n_heads: int, head_dim: int,
+                 project: Any = None):
         self.attn, self.rotary = attn, rotary
         self.video_rows = video_rows  # [Nvid] long, prompt positions of the video tokens
         self.n_heads, self.head_dim = n_heads, head_dim
+        self.project = project or project_qk
         self.result: Optional[torch.Tensor] = None  # [Nvid]
 
     def compute(self, attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -193,18 +196,25 @@ class _AttentionProbe(_AttentionPreHook):
         first_query = int(self.video_rows.max()) + 1
         if first_query >= s:
             return torch.zeros(self.video_rows.numel())
-        d = self.head_dim
-        q = attn.q_proj(hidden[:, first_query:]).view(1, s - first_query, -1, d).transpose(1, 2)  # [1, h, Q, D]
-        k = attn.k_proj(hidden).view(1, s, -1, d).transpose(1, 2)  # [1, kvh, S, D]
+        q, k = self.project(attn, hidden, self.head_dim)  # [1, h, S, D], [1, kvh, S, D]
+        q = q[:, :, first_query:]  # [1, h, Q, D]: only the queries after the video
         q, _ = self.rotary(q, q, cos[:, first_query:], sin[:, first_query:])
         k, _ = self.rotary(k, k, cos, sin)
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # GQA: [1, h, S, D]
-        scores = (q.float() @ k.float().transpose(-1, -2)) * (d ** -0.5)  # [1, h, Q, S]
+        scores = (q.float() @ k.float().transpose(-1, -2)) * (self.head_dim ** -0.5)  # [1, h, Q, S]
         rows = torch.arange(first_query, s, device=scores.device).view(-1, 1)
         cols = torch.arange(s, device=scores.device).view(1, -1)
         scores = scores.masked_fill(cols > rows, float("-inf"))  # causal
         probs = scores.softmax(-1)[0]  # [h, Q, S]
         return probs[:, :, self.video_rows.to(probs.device)].mean(dim=(0, 1)).cpu()  # [Nvid]
+
+
+def project_qk(attn: torch.nn.Module, hidden: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Llama-style queries and keys of `hidden` [1, S, H] before rotary: ([1, h, S, D], [1, kvh, S, D])."""
+    s = hidden.shape[1]
+    q = attn.q_proj(hidden).view(1, s, -1, head_dim).transpose(1, 2)
+    k = attn.k_proj(hidden).view(1, s, -1, head_dim).transpose(1, 2)
+    return q, k
 
 
 def kept_rows(video_rows: torch.Tensor, keep: torch.Tensor, length: int) -> torch.Tensor:
@@ -256,7 +266,8 @@ class HFAdapter:
         cfg = self.model.config.get_text_config()
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         attn = self.decoder_layers()[layer_index].self_attn
-        return _AttentionProbe(attn, apply_rotary_pos_emb, video_rows, cfg.num_attention_heads, head_dim)
+        return _AttentionProbe(attn, apply_rotary_pos_emb, video_rows, cfg.num_attention_heads, head_dim,
+                               self.project_qk)
 
     def video_attention(self, session: Session, layer_index: int, video_rows: torch.Tensor) -> _VideoAttention:
         """A `_VideoAttention` probe on decoder layer `layer_index` of `session`'s next extend."""
@@ -273,7 +284,13 @@ class HFAdapter:
                 return None
             return getattr(cache_layers[index], "keys", None)
 
-        return _VideoAttention(layers[index].self_attn, apply_rotary_pos_emb, past_keys, video_rows, head_dim)
+        return _VideoAttention(layers[index].self_attn, apply_rotary_pos_emb, past_keys, video_rows, head_dim,
+                               self.project_qk)
+
+    def project_qk(self, attn: torch.nn.Module, hidden: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys of one attention layer before rotary, as that layer computes them (the
+        attention probes' family hook): ([1, h, S, D], [1, kvh, S, D]). Llama-style by default."""
+        return project_qk(attn, hidden, head_dim)
 
     def new_cache(self) -> Any:
         from transformers import DynamicCache

@@ -40,6 +40,11 @@ def _still_image(path: str) -> bool:
 
 def frame_count(video_path: str, max_num_frames: int) -> int:
     """lmms-eval's qwen2_5_vl rule: max(2, (min(max_num_frames, total) // 2) * 2)."""
+    return max(2, (min(max_num_frames, count_frames(video_path)) // 2) * 2)
+
+
+def count_frames(video_path: str) -> int:
+    """Frames of a local video file (decord), with clear errors for a missing, still or broken file."""
     import decord
 
     if "://" not in video_path:
@@ -54,7 +59,7 @@ def frame_count(video_path: str, max_num_frames: int) -> int:
         raise ValueError(f"cannot read video {video_path!r} ({exc}); check that the file is a complete, valid video") from exc
     if total <= 0:
         raise ValueError(f"video {video_path!r} has no frames; replace or drop the file")
-    return max(2, (min(max_num_frames, total) // 2) * 2)
+    return total
 
 
 class QwenVLAdapter(HFAdapter):
@@ -134,6 +139,20 @@ class QwenVLAdapter(HFAdapter):
             video = torch.cat(list(out.pooler_output), 0)
         return image, video
 
+    def _prefill_rows(self, inputs: dict[str, Any], types: torch.Tensor, rows: torch.Tensor,
+                      position_ids: torch.Tensor, cache: Any) -> tuple[Any, list[torch.Tensor]]:
+        """One prefill forward over the prompt rows `rows` ([S] bool) only, each at its full-prompt
+        position (`position_ids` [3, 1, S]) -> (output with `.logits` [1, 1, V], this model's visual
+        features [video, image] of the whole prompt). The family hook of a pruned prefill."""
+        image, video = self._features(inputs)
+        embeds = self.model.get_input_embeddings()(inputs["input_ids"])  # [1, S, H]
+        for kind, feats in ((IMAGE_TOKEN_TYPE, image), (VIDEO_TOKEN_TYPE, video)):
+            if feats is not None:
+                embeds = embeds.masked_scatter((types == kind).unsqueeze(-1), feats.to(embeds.dtype))
+        out = self.model(inputs_embeds=embeds[:, rows], position_ids=position_ids[:, :, rows], use_cache=True,
+                         logits_to_keep=1, **{self.cache_kwarg: cache})
+        return out, [v for v in (video, image) if v is not None]
+
     # -- prefill ------------------------------------------------------------------------------
     def start(self, inputs: dict[str, Any], capture_layer: Optional[int] = None,
               attention_layer: Optional[int] = None) -> tuple[QwenSession, Prefill]:
@@ -170,16 +189,9 @@ class QwenVLAdapter(HFAdapter):
                 # pruned (SpecVLM drafter): kept video tokens keep their ORIGINAL 3D positions, and
                 # later tokens continue from the full prompt's positions (rope_delta grows by the
                 # number of pruned tokens, since this cache is that much shorter)
-                image, video = self._features(inputs)
-                embeds = self.model.get_input_embeddings()(input_ids)
-                for kind, feats in ((IMAGE_TOKEN_TYPE, image), (VIDEO_TOKEN_TYPE, video)):
-                    if feats is not None:
-                        embeds = embeds.masked_scatter((types == kind).unsqueeze(-1), feats.to(embeds.dtype))
                 rows = kept_rows(video_rows, keep, s).to(device)
                 fed = int(keep.numel())
-                out = self.model(inputs_embeds=embeds[:, rows], position_ids=position_ids[:, :, rows], use_cache=True,
-                                 logits_to_keep=1, **{self.cache_kwarg: cache})
-                visual = [v for v in (video, image) if v is not None]
+                out, visual = self._prefill_rows(inputs, types, rows, position_ids, cache)
                 rope_delta += s - int(rows.sum())
                 s = int(rows.sum())
         session = QwenSession(self, cache, s, capture_layer)

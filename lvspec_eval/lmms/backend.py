@@ -63,6 +63,7 @@ class LVSpecBackend(lmms):
     is_simple = False
     adapter_class: type[HFAdapter] = HFAdapter
     family = "base"
+    builtin = "qwen2_5_vl"  # lmms-eval's own backend for this family (named in messages)
     default_max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # when the task sets none (as the family's built-in backend)
 
     def __init__(self, batch_size: Any = 1, device: Optional[str] = None, max_batch_size: Any = None, **kwargs: Any):
@@ -216,7 +217,7 @@ class LVSpecBackend(lmms):
         if images:
             shown = images[0] if isinstance(images[0], str) else type(images[0]).__name__
             raise ValueError(f"the request carries an image ({shown}) where a video is expected; lvspec backends "
-                             "decode videos: give the task a video, or run image tasks with lmms-eval's qwen2_5_vl")
+                             f"decode videos: give the task a video, or run image tasks with lmms-eval's {self.builtin}")
         text = "".join(part.text or "" for m in chat.messages for part in m.content if part.type == "text")
         if not text.strip():
             raise ValueError("empty prompt: the request has no text (the task's doc_to_text gave an empty string); "

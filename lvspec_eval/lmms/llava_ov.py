@@ -16,6 +16,7 @@ class LVSpecLlavaOV(LVSpecBackend):
 
     adapter_class = LlavaOnevisionAdapter
     family = "llava_onevision"
+    builtin = "llava_hf"
     default_max_new_tokens = 1024  # lmms-eval's llava_hf default
 
     def __init__(self, **kwargs: Any):
