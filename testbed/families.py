@@ -200,7 +200,9 @@ class Qwen3VLFamily(QwenFamily):
         from lvspec_eval.adapters.qwen3_vl import SYSTEM_PROMPT
         from testbed import clips
 
-        processor = self.processor_for_prompts(tokenizer)
+        from testbed.fixtures.tiny_qwen3 import tiny_qwen3_vl_processor
+
+        processor = tiny_qwen3_vl_processor()  # the real Qwen3 tokenizer and chat template, as saved checkpoints
         msgs = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
                 {"role": "user", "content": [{"type": "video", "video": "x.mp4"}, {"type": "text", "text": "q"}]}]
         text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -211,20 +213,14 @@ class Qwen3VLFamily(QwenFamily):
         ids = processor(text=[text], videos=[video], video_metadata=[metadata], do_resize=False,
                         do_sample_frames=False, return_tensors="pt")["input_ids"][0]
         head, tail = processor.tokenizer.decode(ids).split("q<|im_end|>")
+        if tokenizer.get_vocab() != processor.tokenizer.get_vocab():
+            raise ValueError("chat_scaffold needs the Qwen3 tokenizer (Qwen3VLFamily.tokenizer())")
         return head, "<|im_end|>" + tail
 
-    def processor_for_prompts(self, tokenizer: Any) -> Any:
-        from transformers import Qwen3VLProcessor
-
-        return Qwen3VLProcessor(video_processor=self.processor(), tokenizer=tokenizer,
-                                chat_template=tokenizer.chat_template)
-
     def processor(self) -> Any:
-        from transformers import Qwen3VLVideoProcessor
+        from testbed.fixtures.tiny_qwen3 import qwen3_vl_video_processor
 
-        half = [0.5, 0.5, 0.5]
-        return Qwen3VLVideoProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=half,
-                                     image_std=half)
+        return qwen3_vl_video_processor()
 
     def encode(self, frames: Any, processor: Any = None) -> Any:
         """As the evaluation: qwen_vl_utils' resize (smart_resize to multiples of 32 within the testbed's

@@ -173,6 +173,30 @@ def test_a_clip_shorter_than_max_num_frames(qwen3_target, tmp_path):
     assert inputs["video_grid_thw"].tolist() == [[2, 8, 8]]
 
 
+def test_testbed_family_trains_on_what_evaluation_feeds(tiny_qwen3_target, tmp_path):
+    """The testbed's qwen3_vl family (training prompts and video tensors) == the adapter's inputs for a
+    testbed clip at the testbed's video settings: same ids (system turn, timestamps, 36 video tokens),
+    same pixels after the H.264 round trip."""
+    import numpy as np
+
+    from testbed import clips
+    from testbed import grammar as g
+    from testbed.families import family
+    from testbed.paths import VIDEO_ARGS
+
+    fam = family("qwen3_vl")
+    tok = fam.tokenizer()
+    head, tail = fam.chat_scaffold(tok)
+    seed = clips.split_seeds("test", 1)[0]
+    clip = str(clips.write_clip(tmp_path / "clip.mp4", seed))
+    adapter = Qwen3VLAdapter.load(tiny_qwen3_target, dtype="float32", **VIDEO_ARGS)
+    inputs = adapter.prepare([{"role": "user", "content": [{"type": "video", "video": clip, **adapter.video_kwargs([clip])},
+                                                            {"type": "text", "text": g.CAPTION_PROMPT}]}])
+    assert inputs["input_ids"][0].tolist() == tok(head + g.CAPTION_PROMPT + tail, add_special_tokens=False)["input_ids"]
+    assert int((inputs["input_ids"] == 151656).sum()) == fam.video_tokens == 36
+    assert np.array_equal(fam.encode(clips.roundtrip(clips.render(seed)[0])), inputs["pixel_values_videos"].numpy())
+
+
 # -- the model's own machinery -----------------------------------------------------------------------
 def test_rope_delta_is_per_session_never_the_models(qwen3_target, qwen3_inputs):
     """A stale `model.model.rope_deltas` (left by generate, or by another sample) changes nothing; two
