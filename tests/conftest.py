@@ -122,8 +122,11 @@ def tiny_qwen3_target(ckpt_root) -> str:  # dense, untied embeddings (as the 8B 
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen3_moe_target(ckpt_root) -> str:  # MoE; "A1B" in the name so lmms-eval's qwen3_vl loads it as MoE
-    return _qwen3(ckpt_root, "qwen3_moe_target-A1B", 2, True)
+def tiny_qwen3_moe_target(ckpt_root) -> str:
+    """MoE; "A1B" in the name so that lmms-eval's qwen3_vl loads it as MoE. Seed 4: random tiny models
+    rarely agree, and with this one the relaxed rules (target_prob at lambda 0.999, a pruned Self-SD
+    drafter) find something to accept in the shared tests (seed 2 did not)."""
+    return _qwen3(ckpt_root, "qwen3_moe_target-A1B", 4, True)
 
 
 @pytest.fixture(scope="session")

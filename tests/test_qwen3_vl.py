@@ -140,6 +140,19 @@ def test_defaults_and_stop_semantics_are_the_builtins(builtin_call, ours):
     assert params["pretrained"].default == DEFAULT_QWEN3_VL_DRAFT  # lmms-eval's own default checkpoint
 
 
+def test_generation_config_settings_that_greedy_generate_still_applies_are_named():
+    """lmms-eval's generate(do_sample=False) still applies a repetition penalty from the checkpoint; the
+    backend warns about such settings (none in the hub's Qwen3-VL Instruct configs, e.g. the fixtures')."""
+    from transformers import GenerationConfig
+
+    from lvspec_eval.adapters.qwen3_vl import greedy_deviations
+    from testbed.fixtures.tiny_qwen3 import INSTRUCT_GENERATION
+
+    assert greedy_deviations(GenerationConfig(**INSTRUCT_GENERATION)) == []
+    assert greedy_deviations(GenerationConfig(repetition_penalty=1.05, no_repeat_ngram_size=3)) == [
+        "repetition_penalty=1.05", "no_repeat_ngram_size=3"]
+
+
 def test_timestamps_come_from_the_video_metadata(qwen3_target, qwen3_draft, qwen3_inputs, clips):
     """Every temporal slice (2 frames) is preceded by "<t seconds>", t the mean time of its frames
     (decord indices linspace(0, total-1, n).round() at the clip's fps); the drafter's own processor
@@ -281,10 +294,30 @@ def test_moe_routing_needs_nothing_special(qwen3_moe_target, qwen3_target, qwen3
         assert torch.equal(b.sort(-1).values, s.sort(-1).values)
     assert len(torch.cat(block_picks).unique()) > 2  # several experts are in use
     assert torch.allclose(block, steps, atol=1e-4, rtol=1e-4)
-    # the remaining pairing: a dense target drafted by the MoE model
+    # the pairing the shared tests do not run: a dense target drafted by the MoE model
     ar = decode(qwen3_target, qwen3_inputs[1], cfg())
     sd = decode(qwen3_target, qwen3_inputs[1], cfg(), draft=qwen3_moe_target, rule=StrictRule())
     assert sd.tokens == ar.tokens and sd.proposed > 0
+
+
+@pytest.mark.parametrize("which", ["qwen3_target", "qwen3_moe_target"])
+def test_sd_with_a_noisy_copy_drafter_is_lossless_and_accepts_part(which, request, qwen3_inputs):
+    """A drafter with the target's weights plus 1% noise on its text model (dense and MoE): `sd` == `ar`
+    and part of the drafts, not all and not none, are accepted."""
+    target = request.getfixturevalue(which)
+    noisy = Qwen3VLAdapter.load(target.name, dtype="float32", **QWEN3_VL_VIDEO_ARGS)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in noisy.model.model.language_model.parameters():
+            if p.numel() > 1 and float(p.std()) > 0:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.01 * p.std())
+    accepted = proposed = 0
+    for inp in qwen3_inputs:
+        ar = decode(target, inp, cfg())
+        sd = decode(target, inp, cfg(), draft=noisy, rule=StrictRule())
+        assert sd.tokens == ar.tokens
+        accepted, proposed = accepted + sd.accepted, proposed + sd.proposed
+    assert 0.1 * proposed < accepted < 0.9 * proposed
 
 
 def test_attention_probe_needs_the_qk_norm_hook(qwen3_target, qwen3_inputs):
