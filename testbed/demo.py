@@ -11,11 +11,12 @@ over `ar`, exact match with `ar`, task score and retention. Speedups come from
 ratio is measured side by side (machines are shared and noisy).
 
 With `--family llava_ov` the same runs use the trained tiny LLaVA-OneVision pair (`--model
-lvspec_llava_ov`, `make testbed-llava`). A method written `METHOD@self` runs Self-SD: the target
+lvspec_llava_ov`, `make testbed-llava`); with `--family qwen3_vl` the Qwen3-VL pair (`--model
+lvspec_qwen3_vl`, `make testbed-qwen3`). A method written `METHOD@self` runs Self-SD: the target
 drafts for itself from a pruned video (`draft_pretrained=self`); its rows read "METHOD (Self-SD)".
 
 Usage: python -m testbed.demo [--methods ar,sd,lvspec,fly,random] [--tasks caption,mcq]
-                                  [--family qwen|llava_ov] [--limit N] [--out reports/demo]
+                                  [--family qwen|llava_ov|qwen3_vl] [--limit N] [--out reports/demo]
                                   [--model-args k=v,...]
 """
 
