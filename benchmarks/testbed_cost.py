@@ -5,7 +5,7 @@ by path through the backend's adapter, float32 on this CPU. For each test clip: 
 (one `Session.extend` each, KV cache on) and K-token verify blocks; the models alternate
 clip by clip so that both see the same machine load. Prints medians in ms and c.
 
-    .venv/bin/python -m benchmarks.testbed_cost [--family qwen|llava_ov] [--clips 5] [--steps 40] [--threads 2]
+    .venv/bin/python -m benchmarks.testbed_cost [--family qwen|llava_ov|qwen3_vl] [--clips 5] [--steps 40] [--threads 2]
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def main() -> None:
     import torch
     from tabulate import tabulate
 
-    from lvspec_eval.adapters.llava_onevision import LlavaOnevisionAdapter
-    from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
+    import importlib
+
+    from lvspec_eval.lmms import BACKENDS
     from testbed.checkpoints import checkpoint
     from testbed.families import PAIRS
 
@@ -38,7 +39,8 @@ def main() -> None:
     p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     a = p.parse_args()
     pair = PAIRS[a.family]
-    adapter_class = QwenVLAdapter if a.family == "qwen" else LlavaOnevisionAdapter
+    module, _, backend = BACKENDS[pair.model].rpartition(".")
+    adapter_class = getattr(importlib.import_module(module), backend).adapter_class  # the pair's backend's adapter
     torch.set_num_threads(a.threads)
     video = dict(max_num_frames=8, min_pixels=3136, max_pixels=12544)
     models = {role: adapter_class.load(str(checkpoint(name)), dtype="float32", device_map="cpu", **video)

@@ -39,6 +39,10 @@ DEFAULT_DRAFT = "Qwen/Qwen2.5-VL-7B-Instruct"
 #: Paper's second family: LLaVA-OneVision-72B drafted by the 7B sibling (backend `lvspec_llava_ov`).
 DEFAULT_LLAVA_OV_TARGET = "llava-hf/llava-onevision-qwen2-72b-ov-hf"
 DEFAULT_LLAVA_OV_DRAFT = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+#: Qwen3-VL (backend `lvspec_qwen3_vl`): the largest dense Instruct model drafted by the 4B (about an eighth
+#: of its parameters; lmms-eval's own qwen3_vl default checkpoint; docs/qwen3_vl.md says why).
+DEFAULT_QWEN3_VL_TARGET = "Qwen/Qwen3-VL-32B-Instruct"
+DEFAULT_QWEN3_VL_DRAFT = "Qwen/Qwen3-VL-4B-Instruct"
 #: SpecVLM (method.md section 5): share of video tokens the pruned drafter keeps.
 DEFAULT_DRAFT_VIDEO_KEEP = 0.1
 #: Methods whose drafter sees a pruned video unless `draft_video_keep` says otherwise; Self-SD
@@ -84,8 +88,14 @@ QWEN2_5_VL_BUILTIN = BuiltinDefaults("qwen2_5_vl", dtype="bfloat16", max_new_tok
 #: else ValueError) without using it, stops at the tokenizer's EOS, decodes with the tokenizer's clean-up.
 LLAVA_HF_BUILTIN = BuiltinDefaults("llava_hf --force_simple", dtype="auto", max_new_tokens=1024, until="drop",
                                    clean_up_spaces=None)
+#: lmms-eval 0.7.3 `--model qwen3_vl` (the chat class, models/chat/qwen3_vl.py over models/simple/qwen3_vl.py):
+#: loads bfloat16 (no dtype arg), max_new_tokens 128 (DEFAULT_GEN_KWARGS), never reads `until`, stops at the
+#: tokenizer's EOS, decodes without clean-up (and strips nothing unless enable_thinking, which lvspec leaves unset).
+QWEN3_VL_BUILTIN = BuiltinDefaults("qwen3_vl", dtype="bfloat16", max_new_tokens=128, until="ignore",
+                                   clean_up_spaces=False)
 #: The built-in each lvspec backend (lmms-eval model name) mirrors; torch-free for `lvspec-report`.
-BACKEND_BUILTINS = {"lvspec_qwen": QWEN2_5_VL_BUILTIN, "lvspec_llava_ov": LLAVA_HF_BUILTIN}
+BACKEND_BUILTINS = {"lvspec_qwen": QWEN2_5_VL_BUILTIN, "lvspec_llava_ov": LLAVA_HF_BUILTIN,
+                    "lvspec_qwen3_vl": QWEN3_VL_BUILTIN}
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ process, so each ratio is measured side by side (machines are shared and noisy).
 `summary.md` and `summary.json` (read by `python -m testbed.report`) into `--out`.
 
 With `--family llava_ov` the same runs use the trained tiny LLaVA-OneVision pair (`--model
-lvspec_llava_ov`, `make testbed-llava`). A variant written `NAME@self` runs Self-SD: the target
+lvspec_llava_ov`, `make testbed-llava`); with `--family qwen3_vl` the Qwen3-VL pair (`--model
+lvspec_qwen3_vl`, `make testbed-qwen3`). A variant written `NAME@self` runs Self-SD: the target
 drafts for itself from a pruned video (`draft_pretrained=self`); its rows read "NAME (Self-SD)".
 
 Usage: python -m testbed.demo [--methods ar,sd,specvlm,lvspec,lvspec+attention,...] [--tasks caption,mcq]
-                                  [--family qwen|llava_ov] [--limit N] [--out reports/demo]
+                                  [--family qwen|llava_ov|qwen3_vl] [--limit N] [--out reports/demo]
                                   [--model-args k=v,...]
 """
 

@@ -203,6 +203,7 @@ def test_task_hooks_score_like_the_grammar():
 @pytest.mark.parametrize("family_name,phases", [
     ("qwen2_5_vl", ((("motion",), 40), (("motion", "count"), 20))),
     ("llava_onevision", ((("shape",), 60),)),
+    ("qwen3_vl", ((("motion",), 40), (("motion", "count"), 20))),
 ])
 def test_vision_pretraining_trains_the_tower_alone(family_name, phases):
     """Phase by phase, the throw-away heads learn their attributes from the pooled video features;

@@ -219,7 +219,7 @@ class LVSpecBackend(lmms):
             text, n_tokens = "", 0
             try:
                 doc = self.task_dict[task][split][doc_id]
-                inputs = prepare_inputs(self.target, prompts.messages(doc_to_messages, doc))
+                inputs = prepare_inputs(self.target, prompts.messages(doc_to_messages, doc), self.builtin.backend)
                 text, fields = self._decode_sample(inputs, cfg, sample_seed(self.args.seed, task, split, doc_id),
                                                    ar_first=ar_first(doc_id, self._world_size))
                 record.update(fields)
