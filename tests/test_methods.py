@@ -98,7 +98,7 @@ def test_choice_enums_match_the_model_args_choices():
 
 # -- one place: nobody else constructs a rule, a finder or a pruning -----------------------------
 BUILDER = "lvspec_eval/engine/methods.py"
-RELEVANCE = "lvspec_eval/relevance/__init__.py"
+RELEVANCE = "lvspec_eval/relevance.py"
 #: constructor (or factory) -> the only file allowed to call it
 ONLY_IN = {
     **{name: BUILDER for name in ("StrictRule", "LVSpecRule", "FlyRule", "FlyPlusRule", "RandomRule", "AnchorSpec",
