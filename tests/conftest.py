@@ -147,12 +147,20 @@ REPETITIVE_STD = 0.15
 
 
 @pytest.fixture(scope="session")
-def tiny_penalty_target(ckpt_root) -> str:
-    """A tiny Qwen2.5-VL with the real Instruct checkpoints' generation_config.json (repetition_penalty 1.05)."""
-    from testbed.fixtures.tiny import QWEN2_5_VL_INSTRUCT_GENERATION, build_tiny_qwen2_5_vl, with_generation_config
+def tiny_repetitive_target(ckpt_root) -> str:
+    """A tiny Qwen2.5-VL that repeats itself, with the tiny checkpoints' generation config (no processor)."""
+    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
 
-    plain = build_tiny_qwen2_5_vl(ckpt_root / "repetitive_target", seed=0, init_std=REPETITIVE_STD)
-    return str(with_generation_config(plain, ckpt_root / "penalty_target", **QWEN2_5_VL_INSTRUCT_GENERATION))
+    return str(build_tiny_qwen2_5_vl(ckpt_root / "repetitive_target", seed=0, init_std=REPETITIVE_STD))
+
+
+@pytest.fixture(scope="session")
+def tiny_penalty_target(ckpt_root, tiny_repetitive_target) -> str:
+    """`tiny_repetitive_target` with the real Instruct checkpoints' generation_config.json (repetition_penalty 1.05)."""
+    from testbed.fixtures.tiny import QWEN2_5_VL_INSTRUCT_GENERATION, with_generation_config
+
+    return str(with_generation_config(tiny_repetitive_target, ckpt_root / "penalty_target",
+                                      **QWEN2_5_VL_INSTRUCT_GENERATION))
 
 
 @pytest.fixture(scope="session")
