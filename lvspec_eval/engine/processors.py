@@ -168,7 +168,6 @@ class ContextProcessors:
         self.processors = processors
         self.prompt_ids = prompt_ids.view(-1)  # [S]
         self.device = prompt_ids.device
-        self.calls = 0
 
     def __call__(self, logits: torch.Tensor, emitted: Sequence[int], drafts: Sequence[int]) -> torch.Tensor:
         """logits [k, V] of the last k positions fed -> processed float32 [k, V] on the prompt's device.
@@ -176,7 +175,6 @@ class ContextProcessors:
         The last row follows prompt + emitted + drafts; row j follows everything but the last k-1-j
         drafts (a verify block [last, d_1..d_K]: row j sees d_1..d_j; a drafter step or the prefill:
         one row after everything)."""
-        self.calls += 1
         k = logits.shape[0]
         tail = torch.tensor([*emitted, *drafts], dtype=torch.long, device=self.device)  # [L]
         ids = torch.cat([self.prompt_ids, tail]).view(1, -1)  # [1, S + L]
