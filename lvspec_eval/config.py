@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 METHODS = ("ar", "sd", "specvlm", "lvspec", "fly", "fly_plus", "random")
 #: Methods that must reproduce plain greedy decoding token for token.
@@ -59,6 +59,39 @@ class ArgsError(ValueError):
     """A model argument is unknown or has a bad value; the message says how to fix it."""
 
 
+#: A built-in backend's generate call for a greedy request: (the task's generation kwargs, max_new_tokens, the
+#: tokenizer's eos_token_id, its pad_token_id) -> the kwargs it passes to `model.generate` besides the inputs.
+#: `generate` takes every other setting from the checkpoint's generation config (engine/processors.py).
+GenerateKwargs = Callable[[dict[str, Any], int, Optional[int], Optional[int]], dict[str, Any]]
+
+
+def qwen2_5_vl_generate_kwargs(gen_kwargs: dict[str, Any], max_new_tokens: int, eos_token_id: Optional[int],
+                               pad_token_id: Optional[int]) -> dict[str, Any]:
+    """lmms-eval 0.7.3 chat `qwen2_5_vl` at temperature 0: its defaults under the task's kwargs, do_sample False,
+    temperature, top_p and top_k None, the tokenizer's eos and pad ids, the constructor's use_cache=True."""
+    return {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id, "do_sample": False, "temperature": None,
+            "top_p": None, "num_beams": gen_kwargs.get("num_beams", 1), "max_new_tokens": max_new_tokens,
+            "top_k": None, "use_cache": True}
+
+
+def llava_hf_generate_kwargs(gen_kwargs: dict[str, Any], max_new_tokens: int, eos_token_id: Optional[int],
+                             pad_token_id: Optional[int]) -> dict[str, Any]:
+    """lmms-eval 0.7.3 simple `llava_hf` at temperature 0: do_sample False, temperature None, the task's top_p and
+    num_beams (None and 1 when unset), no top_k, the tokenizer's EOS as eos and pad, use_cache=True."""
+    return {"do_sample": False, "temperature": None, "top_p": gen_kwargs.get("top_p"),
+            "num_beams": gen_kwargs.get("num_beams", 1), "max_new_tokens": max_new_tokens, "use_cache": True,
+            "pad_token_id": eos_token_id, "eos_token_id": eos_token_id}
+
+
+def qwen3_vl_generate_kwargs(gen_kwargs: dict[str, Any], max_new_tokens: int, eos_token_id: Optional[int],
+                             pad_token_id: Optional[int]) -> dict[str, Any]:
+    """lmms-eval 0.7.3 `qwen3_vl` (`_build_generate_kwargs` of models/simple/qwen3_vl.py) at temperature 0: the
+    tokenizer's eos and pad ids, max_new_tokens, use_cache=True, do_sample False, the task's num_beams (1 when
+    unset); temperature, top_p and top_k are left out (the checkpoint's generation config keeps its own)."""
+    return {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id, "max_new_tokens": max_new_tokens,
+            "use_cache": True, "do_sample": False, "num_beams": gen_kwargs.get("num_beams", 1)}
+
+
 @dataclass(frozen=True)
 class BuiltinDefaults:
     """What a family's built-in lmms-eval backend does with what the user and the task leave unset.
@@ -70,6 +103,7 @@ class BuiltinDefaults:
     dtype: str  # load dtype when the model args give none (one of DTYPES)
     max_new_tokens: int  # when the task's generation kwargs set none
     until: str  # how the task's `until` strings are treated (one of UNTIL_POLICIES)
+    generate_kwargs: GenerateKwargs  # what it passes to `model.generate` (the rest: the checkpoint's generation config)
     # decode's clean_up_tokenization_spaces for the answer text; None: the tokenizer's own setting
     clean_up_spaces: Optional[bool] = None
 
@@ -82,17 +116,19 @@ class BuiltinDefaults:
 #: lmms-eval 0.7.3 `--model qwen2_5_vl` (the chat class, models/chat/qwen2_5_vl.py): loads bfloat16,
 #: max_new_tokens 128, never reads `until`, stops at the tokenizer's EOS, decodes without clean-up.
 QWEN2_5_VL_BUILTIN = BuiltinDefaults("qwen2_5_vl", dtype="bfloat16", max_new_tokens=128, until="ignore",
+                                     generate_kwargs=qwen2_5_vl_generate_kwargs,
                                      clean_up_spaces=False)
 #: lmms-eval 0.7.3 `--model llava_hf --force_simple` (models/simple/llava_hf.py; the chat class crashes
 #: on video-only messages): loads dtype "auto", max_new_tokens 1024, pops `until` (a string or a list,
 #: else ValueError) without using it, stops at the tokenizer's EOS, decodes with the tokenizer's clean-up.
 LLAVA_HF_BUILTIN = BuiltinDefaults("llava_hf --force_simple", dtype="auto", max_new_tokens=1024, until="drop",
+                                   generate_kwargs=llava_hf_generate_kwargs,
                                    clean_up_spaces=None)
 #: lmms-eval 0.7.3 `--model qwen3_vl` (the chat class, models/chat/qwen3_vl.py over models/simple/qwen3_vl.py):
 #: loads bfloat16 (no dtype arg), max_new_tokens 128 (DEFAULT_GEN_KWARGS), never reads `until`, stops at the
 #: tokenizer's EOS, decodes without clean-up (and strips nothing unless enable_thinking, which lvspec leaves unset).
 QWEN3_VL_BUILTIN = BuiltinDefaults("qwen3_vl", dtype="bfloat16", max_new_tokens=128, until="ignore",
-                                   clean_up_spaces=False)
+                                   generate_kwargs=qwen3_vl_generate_kwargs, clean_up_spaces=False)
 #: The built-in each lvspec backend (lmms-eval model name) mirrors; torch-free for `lvspec-report`.
 BACKEND_BUILTINS = {"lvspec_qwen": QWEN2_5_VL_BUILTIN, "lvspec_llava_ov": LLAVA_HF_BUILTIN,
                     "lvspec_qwen3_vl": QWEN3_VL_BUILTIN}
@@ -319,3 +355,6 @@ class DecodeConfig:
     num_draft_tokens: int = 10
     until: tuple[str, ...] = field(default_factory=tuple)  # stop strings honoured (after the family's policy)
     special_ids: tuple[int, ...] = field(default_factory=tuple)  # verified strictly by every rule (EOS always is)
+    # the logits processors of the built-in's greedy generate (engine.processors.GreedyProcessing), run before
+    # every argmax; None: a plain argmax (the checkpoint's generation config turns on none)
+    processing: Optional[Any] = None

@@ -216,3 +216,36 @@ def draft(family, request):
 @pytest.fixture(scope="module")
 def inputs(family, request):
     return request.getfixturevalue(f"{FAMILIES[family]}_inputs")
+
+
+# -- checkpoints whose generation config turns on a logits processor (lvspec_eval/engine/processors.py) ----
+#: at init_std 0.15 the tiny models repeat themselves, so the real checkpoints' repetition_penalty 1.05 changes
+#: their greedy answers (at the default 0.3 they never repeat a token within 40 and the penalty rarely acts)
+REPETITIVE_STD = 0.15
+
+
+@pytest.fixture(scope="session")
+def tiny_repetitive_target(ckpt_root) -> str:
+    """A tiny Qwen2.5-VL that repeats itself, with the tiny checkpoints' generation config (no processor)."""
+    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
+
+    return str(build_tiny_qwen2_5_vl(ckpt_root / "repetitive_target", seed=0, init_std=REPETITIVE_STD))
+
+
+@pytest.fixture(scope="session")
+def tiny_penalty_target(ckpt_root, tiny_repetitive_target) -> str:
+    """`tiny_repetitive_target` with the real Instruct checkpoints' generation_config.json (repetition_penalty 1.05)."""
+    from testbed.fixtures.tiny import QWEN2_5_VL_INSTRUCT_GENERATION, with_generation_config
+
+    return str(with_generation_config(tiny_repetitive_target, ckpt_root / "penalty_target",
+                                      **QWEN2_5_VL_INSTRUCT_GENERATION))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_penalty_target(ckpt_root) -> str:
+    """A tiny LLaVA-OneVision with repetition_penalty 1.05 in its generation_config.json."""
+    from testbed.fixtures.tiny import with_generation_config
+    from testbed.fixtures.tiny_llava import build_tiny_llava_onevision
+
+    plain = build_tiny_llava_onevision(ckpt_root / "repetitive_llava_target", seed=0, init_std=REPETITIVE_STD)
+    return str(with_generation_config(plain, ckpt_root / "llava_penalty_target", repetition_penalty=1.05))

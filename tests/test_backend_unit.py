@@ -1,5 +1,7 @@
 """Backend glue without models: generation kwargs, until cutting, per-sample seeds, stats path."""
 
+from types import SimpleNamespace
+
 import pytest
 from tokenizers import AddedToken
 
@@ -14,20 +16,34 @@ from lvspec_eval.lmms.qwen import LVSpecQwen
 
 class _Tok:
     eos_token_id = 151645
+    pad_token_id = 151643
     all_special_ids = [151645, 151643]
     added_tokens_decoder = {151643: AddedToken("<|endoftext|>", special=True),
                             151652: AddedToken("<|vision_start|>", special=True),
                             151657: AddedToken("<tool_call>", special=False)}
 
 
+class _Model:
+    """What `greedy_processing` reads of a model: its generation config and its text config's vocab size."""
+
+    def __init__(self, **generation):
+        from transformers import GenerationConfig
+
+        self.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], **generation)
+        self.config = SimpleNamespace(get_text_config=lambda: SimpleNamespace(vocab_size=151936))
+
+
 class _Adapter:
     tokenizer = _Tok()
 
+    def __init__(self, **generation):
+        self.model = _Model(**generation)
 
-def backend(cls=LVSpecBackend, **args):
+
+def backend(cls=LVSpecBackend, generation=None, **args):
     b = object.__new__(cls)  # glue only: no model loading
     b.method = build_method(LVSpecArgs(**args))
-    b.target = _Adapter()
+    b.target = _Adapter(**(generation or {}))
     return b
 
 
@@ -142,3 +158,29 @@ def test_paired_order_alternates_by_doc_index_within_each_process():
     assert [ar_first(i, world_size=2) for i in (0, 2, 4, 6)] == [False, True, False, True]
     assert [ar_first(i, world_size=2) for i in (1, 3, 5, 7)] == [False, True, False, True]
     assert ar_first("doc-a") == ar_first("doc-a") and {ar_first(f"doc-{i}") for i in range(20)} == {False, True}
+
+
+# -- the logits processors of the built-in's generate (lvspec_eval/engine/processors.py) -------------------------
+
+@pytest.mark.parametrize("cls", [LVSpecQwen, LVSpecLlavaOV])
+def test_each_request_carries_the_checkpoints_greedy_processors(cls):
+    """The checkpoint's repetition_penalty (real Qwen2.5-VL Instruct: 1.05) travels to the decode; a checkpoint
+    without one gives no processing at all (the plain-argmax path)."""
+    qwen_instruct = dict(do_sample=True, repetition_penalty=1.05, temperature=0.1, top_p=0.001, top_k=1)
+    cfg = backend(cls, generation=qwen_instruct)._decode_config({"max_new_tokens": 9, "temperature": 0})
+    assert cfg.processing.names == ("RepetitionPenaltyLogitsProcessor",)
+    assert cfg.processing.config.eos_token_id == 151645 and cfg.processing.config.do_sample is False  # the call's
+    assert backend(cls)._decode_config({}).processing is None
+
+
+@pytest.mark.parametrize("cls", [LVSpecQwen, LVSpecLlavaOV])
+def test_a_task_asking_for_beam_search_is_refused_with_the_fix(cls):
+    with pytest.raises(ArgsError, match=r"beam_search, not greedy search, because of num_beams=4 .*set num_beams: 1"):
+        backend(cls)._decode_config({"num_beams": 4})
+    assert backend(cls)._decode_config({"num_beams": 1}).processing is None
+
+
+def test_a_checkpoint_setting_that_cannot_be_replayed_is_refused_with_the_fix():
+    with pytest.raises(ArgsError, match=r"guidance_scale=3.0 in the checkpoint's generation_config.json is not "
+                                        r"supported: .* remove it from the checkpoint's generation_config.json"):
+        backend(LVSpecQwen, generation={"guidance_scale": 3.0})._decode_config({})

@@ -139,3 +139,65 @@ def test_the_family_dtype_applies_when_the_user_gives_none(cls_path, ckpt, expec
     explicit = cls(pretrained=path, method="ar", device_map="cpu", dtype="float16", stats_path=str(tmp_path / "s.jsonl"))
     assert explicit.target.model.dtype == torch.float16 and explicit.dtype == "float16"
     explicit._run_lock.release()
+
+
+def generate_call(fn) -> dict[str, str]:
+    """The keyword arguments of the one `....generate(...)` call in `fn` (name -> source text of the value)."""
+    tree = ast.parse(source(fn))
+    (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+               and n.func.attr == "generate"]
+    return {kw.arg: ast.unparse(kw.value) for kw in call.keywords if kw.arg is not None}  # not **inputs
+
+
+def test_qwen_passes_to_generate_what_the_chat_qwen2_5_vl_passes():
+    """The settings `generate` takes from the call; everything else comes from the checkpoint's generation config
+    (engine/processors.py), so the names must be exactly the built-in's."""
+    cls = builtin_class(QWEN2_5_VL_BUILTIN.backend)
+    call, gen = generate_call(cls.generate_until), source(cls.generate_until)
+    ours = QWEN2_5_VL_BUILTIN.generate_kwargs({}, 7, 151645, 151643)
+    assert set(call) == set(ours)
+    assert call["eos_token_id"] == "self.tokenizer.eos_token_id" and ours["eos_token_id"] == 151645
+    assert call["pad_token_id"] == "pad_token_id" and "pad_token_id = self.tokenizer.pad_token_id" in gen
+    assert ours["pad_token_id"] == 151643 and ours["max_new_tokens"] == 7
+    # at temperature 0: do_sample False and temperature, top_p, top_k None; num_beams the task's (default 1)
+    for name in ("temperature", "top_p", "top_k"):
+        assert f'current_gen_kwargs["{name}"] = None' in gen and ours[name] is None
+    assert 'current_gen_kwargs["do_sample"] = False' in gen and ours["do_sample"] is False
+    assert call["num_beams"] == "current_gen_kwargs['num_beams']" and re.search(r'"num_beams":\s*1', gen)
+    assert ours["num_beams"] == 1 and QWEN2_5_VL_BUILTIN.generate_kwargs({"num_beams": 3}, 7, 1, 2)["num_beams"] == 3
+    assert call["use_cache"] == "self.use_cache" and inspect.signature(cls.__init__).parameters["use_cache"].default
+    assert ours["use_cache"] is True
+
+
+def test_llava_ov_passes_to_generate_what_the_simple_llava_hf_passes():
+    cls = builtin_class(LLAVA_HF_BUILTIN.backend)
+    call, gen = generate_call(cls.generate_until), source(cls.generate_until)
+    ours = LLAVA_HF_BUILTIN.generate_kwargs({}, 7, 151645, 151643)
+    assert set(call) == set(ours) and "top_k" not in call
+    assert call["eos_token_id"] == call["pad_token_id"] == "self.eot_token_id"
+    assert ours["eos_token_id"] == ours["pad_token_id"] == 151645  # eot_token_id is the tokenizer's EOS
+    assert call["do_sample"] == "do_sample" and ours["do_sample"] is False
+    assert call["temperature"] == "gen_kwargs['temperature'] if do_sample else None" and ours["temperature"] is None
+    assert call["top_p"] == "gen_kwargs['top_p']" and 'gen_kwargs["top_p"] = None' in gen and ours["top_p"] is None
+    assert LLAVA_HF_BUILTIN.generate_kwargs({"top_p": 0.5}, 7, 1, 2)["top_p"] == 0.5
+    assert call["num_beams"] == "gen_kwargs['num_beams']" and 'gen_kwargs["num_beams"] = 1' in gen
+    assert ours["num_beams"] == 1 and ours["max_new_tokens"] == 7
+    assert call["use_cache"] == "self.use_cache" and inspect.signature(cls.__init__).parameters["use_cache"].default
+
+
+def test_qwen3_vl_passes_to_generate_what_the_builtin_qwen3_vl_builds():
+    """lmms-eval's qwen3_vl builds its generate kwargs in `_build_generate_kwargs`: call it on a stand-in
+    (tokenizer ids, use_cache) and compare with ours, for the task's kwargs of a greedy request."""
+    cls = builtin_class(QWEN3_VL_BUILTIN.backend)
+
+    class _Tok:
+        eos_token_id, pad_token_id = 151645, 151643
+
+    stand_in = object.__new__(cls)
+    stand_in._tokenizer, stand_in.use_cache = _Tok(), True  # `tokenizer` is a property over _tokenizer
+    assert inspect.signature(cls.__init__).parameters["use_cache"].default is True
+    for task in ({"max_new_tokens": 7, "temperature": 0}, {"max_new_tokens": 7, "temperature": 0, "num_beams": 3},
+                 {"max_new_tokens": 7, "temperature": 0, "top_k": 5, "top_p": 0.9}):
+        theirs = cls._build_generate_kwargs(stand_in, dict(task))
+        ours = QWEN3_VL_BUILTIN.generate_kwargs(task, task["max_new_tokens"], 151645, 151643)
+        assert ours == theirs, task

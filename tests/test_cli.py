@@ -249,3 +249,21 @@ def test_llava_ov_ar_equals_builtin_llava_hf_on_blank_lines_and_odd_generation_k
     # llava_hf raises ValueError on an `until` that is neither a string nor a list: a clear error, recorded
     (nonlist,) = records["lvspec_nonlist"].values()
     assert "until=5 (int) is not a string or a list of strings (lmms-eval's llava_hf" in nonlist["error"]
+
+
+# -- ar == the built-in under the checkpoint's generation config (lvspec_eval/engine/processors.py) ------------
+def test_qwen_ar_equals_builtin_qwen2_5_vl_under_the_checkpoints_repetition_penalty(tmp_path, tiny_penalty_target,
+                                                                                   tiny_repetitive_target, odd_tasks):
+    """Real Qwen2.5-VL Instruct checkpoints ship repetition_penalty 1.05 (generation_config.json), which the chat
+    qwen2_5_vl applies through generate's logits processors. Both sides at their defaults (bfloat16, 128 tokens)."""
+    names = "lvspec_blank"
+    records = ar_records("lvspec_qwen", f"pretrained={tiny_penalty_target},{PIXELS}", odd_tasks, tmp_path / "ours", names)
+    run_cli("qwen2_5_vl", f"pretrained={tiny_penalty_target},device_map=cpu,{PIXELS}", odd_tasks, tmp_path / "theirs",
+            tasks=names)
+    answers = check_same_answers(tmp_path / "ours", tmp_path / "theirs", names)
+    assert all(answers[names]) and all(r["dtype"] == "bfloat16" for r in records[names].values())
+    # the penalty acted: the same weights without it (a plain argmax) answer every doc otherwise
+    plain = ar_records("lvspec_qwen", f"pretrained={tiny_repetitive_target},{PIXELS}", odd_tasks, tmp_path / "plain",
+                       names)
+    for doc, rec in records[names].items():
+        assert rec["tokens"] != plain[names][doc]["tokens"], doc

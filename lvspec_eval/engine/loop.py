@@ -12,6 +12,11 @@ every emitted token, also inside a round; the round's tokens after the stopping 
 emitted or counted, so a lossless method ends on the same token as `ar`. EOS and the special
 tokens of `cfg.special_ids` are verified strictly under every rule (`acceptance.judge_round`).
 
+Every argmax of the target (the prefill's token, each verify row, a plain step) and of the drafter
+first runs `cfg.processing`: the logits processors of the built-in backend's greedy `generate`
+(e.g. a checkpoint's repetition_penalty), each row with the context `generate` would give it
+(`engine.processors`). None (nothing runs) when the checkpoint's generation config sets none.
+
 One provenance code and one anchor flag per emitted token (P T E L S C B; a f -): their meanings
 and the decoding terms (round, exact, loose, shift, correction, bonus) are in `lvspec_eval.glossary`.
 """
@@ -28,6 +33,7 @@ from lvspec_eval.acceptance import EXACT, LOOSE, SHIFT, AcceptanceRule, RoundVie
 from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
 from lvspec_eval.config import DecodeConfig
 from lvspec_eval.detokenize import Decode
+from lvspec_eval.engine.processors import bind, processed
 from lvspec_eval.engine.stopping import StopCondition
 from lvspec_eval.metrics.timing import Stopwatch
 from lvspec_eval.pruning import VideoPruning
@@ -116,12 +122,14 @@ def decode(
     t_sess, t_pre = target.start(target_inputs, capture_layer=capture_layer,
                                  **({"attention_layer": prune.layer} if prune is not None else {}))
     res.video_tokens = t_pre.video_tokens_fed if t_pre.video_coords is not None else None
-    d_sess = None
+    t_proc = bind(cfg.processing, t_pre.prompt_ids, cfg.max_new_tokens)  # generate's logits processors (None: none)
+    d_sess = d_proc = None
     if speculative:
         d_inputs = draft_inputs if draft_inputs is not None else target_inputs
         if prune is not None:
             d_inputs = prune.draft_inputs(d_inputs, t_pre)
         d_sess, d_pre = draft.start(d_inputs)
+        d_proc = bind(cfg.processing, d_pre.prompt_ids if d_pre is not None else None, cfg.max_new_tokens)
         if res.video_tokens is not None and d_pre is not None:
             res.draft_video_tokens = d_pre.video_tokens_fed
     finder = anchor_factory(t_pre, t_sess) if (speculative and rule.needs_anchors and anchor_factory) else None
@@ -129,7 +137,7 @@ def decode(
         video_rows = torch.nonzero(~t_pre.text_mask).view(-1)
         if video_rows.numel():
             t_sess.video_probe = (video_attention_layer, video_rows)
-    last = int(greedy(t_pre.logits))
+    last = int(greedy(processed(t_proc, t_pre.logits.view(1, -1), ())[0]))
     res.prefill_s = watch.stop()
     for sess in (t_sess, d_sess):
         if profile and sess is not None:
@@ -152,7 +160,7 @@ def decode(
         if k > 0:
             feed = pending
             for _ in range(k):
-                logits = d_sess.extend(torch.tensor(feed))[-1]  # [V_d]
+                logits = processed(d_proc, d_sess.extend(torch.tensor(feed))[-1:], tokens, draft_ids)[0]  # [V_d]
                 nxt = int(greedy(logits[:vocab]))
                 draft_ids.append(nxt)
                 feed = [nxt]
@@ -162,7 +170,7 @@ def decode(
 
         # 3. Verify: one target forward over [last, d_1..d_K] gives t_1..t_{K+1}.
         block = torch.tensor([last] + draft_ids)
-        target_logits = t_sess.extend(block)[:, :vocab]  # [K+1, V]
+        target_logits = processed(t_proc, t_sess.extend(block), tokens, draft_ids)[:, :vocab]  # [K+1, V]
         target_ids = greedy(target_logits)  # [K+1]
 
         # 4. Walk: the rule's verdicts, the accepted prefix, and the correction or bonus t_{n+1}.

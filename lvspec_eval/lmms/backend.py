@@ -26,6 +26,7 @@ from lmms_eval.api.model import lmms
 from lvspec_eval.adapters.base import HFAdapter
 from lvspec_eval.config import QWEN2_5_VL_BUILTIN, ArgsError, BuiltinDefaults, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import Method, build_method
+from lvspec_eval.engine.processors import greedy_processing
 from lvspec_eval.lmms.inputs import prepare_inputs
 from lvspec_eval.lmms.task_prompts import BuiltinPrompts
 from lvspec_eval.lmms.pair import check_checkpoints, check_tokenizers, device_maps, load_pair
@@ -149,6 +150,11 @@ class LVSpecBackend(lmms):
 
         self.dtype = args.dtype or self.builtin.dtype  # the family's built-in default unless given
         self.target, self.draft = load_pair(args, self.adapter_class, target_map, draft_map, dtype=self.dtype)
+        # the checkpoint's generation config, as the built-in's generate applies it: refused here when it cannot be
+        # reproduced (e.g. guidance_scale), else the greedy-path logits processors every decode runs
+        processing = self._decode_config({}).processing
+        logger.info(f"lvspec: logits processors of the built-in's greedy generate (from {args.pretrained}'s generation "
+                    f"config): {', '.join(processing.names) if processing is not None else 'none'}")
         self._warmed_up = False  # the paired baseline's warm-up decode (once per run)
         logger.info(f"lvspec: method={args.method} target={args.pretrained} draft={args.draft_pretrained}; "
                     f"per-sample records -> {self.stats_path.resolve()}")
@@ -251,7 +257,9 @@ class LVSpecBackend(lmms):
     def _decode_config(self, gen_kwargs: dict[str, Any]) -> DecodeConfig:
         """One request's decode settings, stopping as the family's built-in backend (`builtin`) stops:
         at the tokenizer's EOS, at max_new_tokens (the built-in's default when the task sets none),
-        and at the task's `until` strings only as the built-in treats them (`until_policy`)."""
+        and at the task's `until` strings only as the built-in treats them (`until_policy`); with the
+        logits processors its greedy `generate` call applies (`engine.processors`; settings it cannot
+        reproduce, such as the task's num_beams > 1, raise `GenerationConfigError`, an ArgsError)."""
         builtin = self.builtin
         sampling = asks_for_sampling(gen_kwargs)
         if sampling:
@@ -271,9 +279,12 @@ class LVSpecBackend(lmms):
                             "the task's generation_kwargs or pass --gen_kwargs max_new_tokens=N")
         tokenizer = self.target.tokenizer
         eos = tokenizer.eos_token_id  # the built-ins pass eos_token_id=tokenizer.eos_token_id to generate
+        # what the built-in passes to generate; generate takes the rest from the checkpoint's generation config
+        generate_kwargs = builtin.generate_kwargs(gen_kwargs, max_new, eos, tokenizer.pad_token_id)
         return DecodeConfig(max_new_tokens=max_new, eos_ids=(eos,) if eos is not None else (),
                             num_draft_tokens=self.args.num_draft_tokens, until=until,
-                            special_ids=special_token_ids(tokenizer))
+                            special_ids=special_token_ids(tokenizer),
+                            processing=greedy_processing(self.target.model, generate_kwargs))
 
     def _detokenize(self, tokens: list[int]) -> str:
         """The answer text of `tokens` as the family's built-in decodes it (special tokens skipped)."""
