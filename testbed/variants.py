@@ -21,7 +21,7 @@ from lvspec_eval.config import LVSpecArgs
 #: Where a variant comes from (the README's per-component table says it for each part of lvspec).
 ORIGINS = {
     "reference": "the reference (plain greedy) or strict speculative decoding",
-    "paper": "the LVSpec paper as ../shared/docs/method.md reads it (its method, its SpecVLM drafter input, its control)",
+    "paper": "the LVSpec paper as this project reads it (its method, its SpecVLM drafter input, its control; docs/method_choices.md)",
     "baseline": "another paper's method as its authors' code computes it (SpecVLM, FLy: docs/baselines.md)",
     "project": "this project's opt-in change to one component of lvspec (docs/method_choices.md)",
 }
