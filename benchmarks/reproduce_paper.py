@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from testbed.paths import REPO, TESTBED_TASK_DIR, VIDEO_MODEL_ARGS
+from testbed.paths import REPO, TESTBED_TASK_DIR, VIDEO_ARGS, VIDEO_MODEL_ARGS
 
 
 @dataclass(frozen=True)
@@ -187,15 +187,17 @@ def dry_run_setup(families: list[Family], tasks: list[Task], out: Path) -> tuple
     tasks (caption for video_dc499, multiple choice for videomme), their 8-frame video settings, CPU."""
     from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
     from testbed.fixtures.tiny_llava import build_tiny_llava_onevision
+    from testbed.fixtures.tokenizer import PADDED_EMBEDDING_ROWS
 
     ckpt = out / "checkpoints"
     tiny = {
         "qwen": (build_tiny_qwen2_5_vl(ckpt / "qwen_target", seed=0), build_tiny_qwen2_5_vl(ckpt / "qwen_draft", seed=1)),
         "llava_ov": (build_tiny_llava_onevision(ckpt / "llava_target", seed=0),
-                     build_tiny_llava_onevision(ckpt / "llava_draft", seed=1, vocab_size=152064)),
+                     build_tiny_llava_onevision(ckpt / "llava_draft", seed=1, vocab_size=PADDED_EMBEDDING_ROWS)),
     }
     families = [replace(f, target=str(tiny[f.key][0]), draft=str(tiny[f.key][1]), need_gib=0.0,
-                        model_args=VIDEO_MODEL_ARGS if f.key == "qwen" else "max_num_frames=8") for f in families]
+                        model_args=VIDEO_MODEL_ARGS if f.key == "qwen" else f"max_num_frames={VIDEO_ARGS['max_num_frames']}")
+                for f in families]
     stand_in = {"video_dc499": Task("video_dc499", "lvspec_testbed_caption", "max_new_tokens=24", TESTBED_TASK_DIR),
                 "videomme": Task("videomme", "lvspec_testbed_mcq", "", TESTBED_TASK_DIR)}
     return families, [stand_in[t.key] for t in tasks], "dtype=float32"

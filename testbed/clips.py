@@ -102,7 +102,7 @@ def render(seed: int, frames: int = FRAMES, size: int = SIZE) -> tuple[Any, Attr
 
 def write_clip(path: Path, seed: int) -> Path:
     """Write clip ``seed`` as an H.264 mp4 (atomic; readable by decord)."""
-    from testbed.fixtures.tiny import write_mp4
+    from testbed.fixtures.video import write_mp4
 
     frames, _ = render(seed)
     return write_mp4(path, frames, fps=FPS)
@@ -115,7 +115,7 @@ def roundtrip(frames: Any) -> Any:
     import av
     import numpy as np
 
-    from testbed.fixtures.tiny import encode_mp4
+    from testbed.fixtures.video import encode_mp4
 
     buf = io.BytesIO()
     encode_mp4(frames, buf, fps=FPS)

@@ -117,9 +117,9 @@ PAIRS: dict[str, tuple[str, ...]] = {"all": ("target", "drafter"), "llava_ov": (
 
 
 def cache_root() -> Path:
-    from testbed.fixtures.tiny import default_cache_root
+    from testbed.paths import testbed_cache
 
-    return default_cache_root() / "testbed"
+    return testbed_cache()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from lvspec_eval.report.inputs import load_inputs
 from lvspec_eval.report.pairing import build_groups
 from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
                                      run_cli, task_variant, without)
-from testbed.fixtures.tiny import declare_eos
+from testbed.fixtures.checkpoint_edits import declare_eos
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +192,7 @@ def make_bad_videos(folder: Path, good: Path) -> None:
     import av
     from PIL import Image
 
-    from testbed.fixtures.tiny import _clip_frames
+    from testbed.fixtures.video import _clip_frames
 
     data = good.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) at the end: lost

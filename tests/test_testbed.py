@@ -13,6 +13,7 @@ from testbed import clips
 from testbed import grammar as g
 
 from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
+from testbed.paths import WEIGHTS
 TRUTH = g.Attributes(count="two", colour="red", shape="circle", background="black", motion="moving")
 
 
@@ -159,8 +160,7 @@ def test_validation_tasks_are_disjoint_from_test_and_from_the_training_checks():
     assert len(val) == DEFAULT_N_VAL == 60 and {d["seed"] for d in mcq_docs} == val
     test = {json.loads(line)["seed"] for line in (TASK_DIR / "caption.jsonl").read_text().splitlines()}
     assert not val & test
-    weights = Path(__file__).resolve().parents[1] / "testbed" / "weights"
-    records = sorted(weights.glob("*/testbed.json"))
+    records = sorted(WEIGHTS.glob("*/testbed.json"))
     assert len(records) >= 4
     for record in records:
         n_val = json.loads(record.read_text())["n_val"]
