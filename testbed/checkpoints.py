@@ -70,7 +70,7 @@ def _materialise(source: Path, out: Path) -> Path:
     from safetensors.torch import load_file
 
     from testbed.families import family, tied_embeddings
-    from testbed.train import RoleSpec
+    from testbed.train.roles import RoleSpec
     from testbed.vocab import VocabMap, expand_embedding
 
     info = json.loads((source / "testbed.json").read_text())

@@ -33,7 +33,7 @@ SPLIT_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 
 
 #: First index, within the val split, of the validation clips of the testbed tasks (`*_val`): the
-#: training's stop checks use the first `train.py --val-clips` (64) val clips, so the tasks' validation
+#: training's stop checks use the first `python -m testbed.train --val-clips` (64) val clips, so the tasks' validation
 #: clips start far beyond them (tests/test_testbed.py checks every committed role's n_val against it).
 VAL_TASK_START = 1000
 

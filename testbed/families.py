@@ -1,6 +1,6 @@
 """What differs between the testbed's model families: prompts, video tensors, model, checkpoint.
 
-The training loop (``train.py``) and the checkpoint materialiser (``checkpoints.py``) are the same
+The training (``train/``) and the checkpoint materialiser (``checkpoints.py``) are the same
 for both; a :class:`Family` supplies the rest:
 
 * ``qwen2_5_vl``: ``Qwen2_5_VLForConditionalGeneration`` (tied embeddings), Qwen2.5-VL chat

@@ -61,21 +61,23 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
     from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from testbed import train as T
     from testbed.checkpoints import VOCAB_ROWS, weights_dir
     from testbed.families import family, tied_embeddings
+    from testbed.train.data import Examples, collate
+    from testbed.train.model import build_model
+    from testbed.train.roles import RoleSpec
     from testbed.vocab import VocabMap
 
     folder = testbed_pair[role]
     info = json.loads((weights_dir(role) / "testbed.json").read_text())
-    spec = T.RoleSpec.from_record(info["spec"])
+    spec = RoleSpec.from_record(info["spec"])
     fam = family(spec.family)
     full = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=torch.float32).eval()
     assert isinstance(full, fam.model_class())
     processor = AutoProcessor.from_pretrained(str(folder))
     assert full.config.get_text_config().vocab_size == VOCAB_ROWS.get(role, 151936)
     vmap = VocabMap(info["real_ids"])
-    reduced = T.build_model(spec, vmap, processor.tokenizer).eval()
+    reduced = build_model(spec, vmap, processor.tokenizer).eval()
     reduced.load_state_dict(load_file(str(weights_dir(role) / "model.safetensors")), strict=False)
     if tied_embeddings(reduced.config):
         reduced.tie_weights()
@@ -83,10 +85,10 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
     seed = clips.split_seeds("test", 1)[0]
     frames = clips.roundtrip(clips.render(seed)[0])
     pv = fam.encode(frames, processor.video_processor)  # the saved processor gives the trained-on tensors
-    ex = T.Examples(processor.tokenizer, vmap, fam.name)
+    ex = Examples(processor.tokenizer, vmap, fam.name)
     answer, _ = ex.answer(g.caption(clips.clip_attributes(seed), random.Random(0)), anchors=False)
     seq = ex.prompt(g.CAPTION_PROMPT) + answer
-    batch = T.collate([(seq, [1.0] * len(seq))], pv[None].astype("float16"), int(ex.video_id), fam.name)
+    batch = collate([(seq, [1.0] * len(seq))], pv[None].astype("float16"), int(ex.video_id), fam.name)
     batch.pop("weights")
     real = torch.tensor([[vmap.real(int(t)) for t in seq]])
     video_id = processor.tokenizer.convert_tokens_to_ids(fam.video_token)
