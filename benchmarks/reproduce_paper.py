@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from testbed.paths import REPO, TESTBED_TASK_DIR, VIDEO_ARGS, VIDEO_MODEL_ARGS
+from testbed.runs import lmms_command
 
 
 @dataclass(frozen=True)
@@ -108,16 +109,9 @@ class Run:
     extra: list[str] = field(default_factory=list)
 
     def command(self, out: Path, device: str) -> list[str]:
-        cmd = [*self.launcher, "--model", self.family.backend, "--model_args", self.model_args,
-               "--tasks", self.task.lmms_task, "--batch_size", "1", "--output_path", str(out / "lmms" / self.name),
-               "--log_samples", *self.extra]
-        if self.task.gen_kwargs:
-            cmd += ["--gen_kwargs", self.task.gen_kwargs]
-        if self.task.include_path:
-            cmd += ["--include_path", str(self.task.include_path)]
-        if device == "cpu":
-            cmd += ["--device", "cpu"]
-        return cmd
+        return lmms_command(self.family.backend, self.model_args, self.task.lmms_task, out / "lmms" / self.name,
+                            include_path=self.task.include_path, device="cpu" if device == "cpu" else None,
+                            gen_kwargs=self.task.gen_kwargs, extra=self.extra, launcher=self.launcher)
 
 
 def gpus() -> tuple[int, float]:

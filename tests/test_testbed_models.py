@@ -4,10 +4,7 @@ checkpoints, both tasks end to end."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,9 @@ from testbed import clips
 from testbed import grammar as g
 from testbed.families import PAIRS
 
+from testbed.fixtures.cli import run_cli
 from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
+from testbed.paths import VIDEO_MODEL_ARGS
 #: The roles whose weights are shipped in testbed/weights/ (the Qwen3-VL pair, `make testbed-qwen3`, joins
 #: here and in TRAINED_PAIRS once its weights are committed).
 ROLES = ("target", "drafter", "llava_target", "llava_drafter")
@@ -114,13 +113,8 @@ def test_testbed_tasks_end_to_end(testbed_pair, tmp_path, pair):
         out = tmp_path / task
         stats = tmp_path / f"{task}.jsonl"
         model_args = (f"pretrained={testbed_pair[target]},draft_pretrained={testbed_pair[drafter]},method=lvspec,"
-                      f"dtype=float32,device_map=cpu,max_num_frames=8,min_pixels=3136,max_pixels=12544,"
-                      f"paired_baseline=true,stats_path={stats}")
-        cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device",
-               "cpu", "--include_path", str(TASK_DIR), "--tasks", task, "--batch_size", "1", "--limit", "3",
-               "--output_path", str(out), "--log_samples"]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+                      f"dtype=float32,device_map=cpu,{VIDEO_MODEL_ARGS},paired_baseline=true,stats_path={stats}")
+        proc = run_cli(model, model_args, TASK_DIR, out, extra=["--limit", "3"], tasks=task, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results = json.loads(sorted(out.rglob("*_results.json"))[-1].read_text())
         score = results["results"][task][f"{metric},none"]
