@@ -31,6 +31,8 @@ import statistics
 import time
 from pathlib import Path
 
+from testbed.paths import default_cache_root
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -150,7 +152,7 @@ def main() -> None:
                    help="comma-separated adapter caches to compare in turns: dynamic (transformers' DynamicCache), "
                         "preallocated (default: the adapters' own default only)")
     p.add_argument("--ops", action="store_true", help="also profile the operators of each cache (torch.profiler)")
-    p.add_argument("--cache-dir", default=str(Path(os.environ.get("LVSPEC_CACHE", Path.home() / ".cache" / "lvspec_eval"))))
+    p.add_argument("--cache-dir", default=str(default_cache_root()))
     args = p.parse_args()
     if args.clock == "cpu" and args.threads != 1:
         raise SystemExit("--clock cpu measures the calling thread only; with --threads > 1 use --clock wall")

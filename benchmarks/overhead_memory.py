@@ -44,7 +44,7 @@ def load(args):
 
 
 def inputs_for(target, n: int, cache: Path):
-    from testbed.fixtures.tiny import make_clip
+    from testbed.fixtures.video import make_clip
 
     out = []
     for i in range(n):

@@ -54,6 +54,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from testbed.paths import VIDEO_ARGS, default_cache_root
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -162,6 +164,7 @@ def tiny_preset() -> Preset:
     that the depth extrapolation runs too."""
     from testbed.fixtures.tiny import qwen2_5_vl_processor, tiny_qwen2_5_vl_config
     from testbed.fixtures.tiny_llava import tiny_llava_onevision_config, tiny_llava_onevision_processor
+    from testbed.fixtures.tokenizer import PADDED_EMBEDDING_ROWS
 
     source = "testbed.fixtures tiny configuration (real classes, tiny widths)"
     qwen = PairSpec("qwen",
@@ -169,13 +172,14 @@ def tiny_preset() -> Preset:
                               tiny_qwen2_5_vl_config(hidden=128, layers=4), 4, source),
                     ModelSpec("drafter", "tiny Qwen2.5-VL (hidden 64)", "qwen2_5_vl",
                               tiny_qwen2_5_vl_config(hidden=64, layers=2), 2, source),
-                    dict(max_num_frames=8, min_pixels=56 * 56, max_pixels=112 * 112), qwen2_5_vl_processor)
+                    dict(VIDEO_ARGS), qwen2_5_vl_processor)
     llava_config = tiny_llava_onevision_config(hidden=128, layers=2)
     llava = PairSpec("llava_ov",
                      ModelSpec("target", "tiny LLaVA-OneVision (hidden 128)", "llava_onevision", llava_config, 4, source),
                      ModelSpec("drafter", "tiny LLaVA-OneVision (hidden 64)", "llava_onevision",
-                               tiny_llava_onevision_config(hidden=64, layers=2, vocab_size=152064), 2, source),
-                     dict(max_num_frames=8), lambda: tiny_llava_onevision_processor(112, llava_config), fit_layers=1)
+                               tiny_llava_onevision_config(hidden=64, layers=2, vocab_size=PADDED_EMBEDDING_ROWS), 2,
+                               source),
+                     dict(max_num_frames=VIDEO_ARGS["max_num_frames"]), lambda: tiny_llava_onevision_processor(112, llava_config), fit_layers=1)
     return Preset("tiny", [qwen, llava], frames=8, height=112, width=112, dtype="float32", k=10, new_tokens=73,
                   taus=TINY_TAU, reps=3)
 
@@ -231,7 +235,7 @@ def write_video(path: Path, frames: int, height: int, width: int) -> Path:
     """A deterministic synthetic clip: moving shapes over a slowly changing gradient, H.264."""
     import numpy as np
 
-    from testbed.fixtures.tiny import write_mp4
+    from testbed.fixtures.video import write_mp4
 
     if path.is_file():
         return path
@@ -915,7 +919,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--new-tokens", type=int, default=None, help="decode length aimed at (default 256)")
     p.add_argument("--plan", action="store_true", help="paper preset: models, tokens and memory plan, no weights")
     p.add_argument("--device-memory-gib", type=float, default=139.0, help="device memory assumed by --plan without a GPU")
-    p.add_argument("--cache", default=str(Path(os.environ.get("LVSPEC_CACHE", Path.home() / ".cache" / "lvspec_eval"))))
+    p.add_argument("--cache", default=str(default_cache_root()))
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from testbed.paths import REPO, TESTBED_TASK_DIR, VIDEO_MODEL_ARGS
+from testbed.paths import REPO, TESTBED_TASK_DIR, VIDEO_ARGS, VIDEO_MODEL_ARGS
+from testbed.runs import lmms_command
 
 
 @dataclass(frozen=True)
@@ -108,16 +109,9 @@ class Run:
     extra: list[str] = field(default_factory=list)
 
     def command(self, out: Path, device: str) -> list[str]:
-        cmd = [*self.launcher, "--model", self.family.backend, "--model_args", self.model_args,
-               "--tasks", self.task.lmms_task, "--batch_size", "1", "--output_path", str(out / "lmms" / self.name),
-               "--log_samples", *self.extra]
-        if self.task.gen_kwargs:
-            cmd += ["--gen_kwargs", self.task.gen_kwargs]
-        if self.task.include_path:
-            cmd += ["--include_path", str(self.task.include_path)]
-        if device == "cpu":
-            cmd += ["--device", "cpu"]
-        return cmd
+        return lmms_command(self.family.backend, self.model_args, self.task.lmms_task, out / "lmms" / self.name,
+                            include_path=self.task.include_path, device="cpu" if device == "cpu" else None,
+                            gen_kwargs=self.task.gen_kwargs, extra=self.extra, launcher=self.launcher)
 
 
 def gpus() -> tuple[int, float]:
@@ -187,15 +181,17 @@ def dry_run_setup(families: list[Family], tasks: list[Task], out: Path) -> tuple
     tasks (caption for video_dc499, multiple choice for videomme), their 8-frame video settings, CPU."""
     from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
     from testbed.fixtures.tiny_llava import build_tiny_llava_onevision
+    from testbed.fixtures.tokenizer import PADDED_EMBEDDING_ROWS
 
     ckpt = out / "checkpoints"
     tiny = {
         "qwen": (build_tiny_qwen2_5_vl(ckpt / "qwen_target", seed=0), build_tiny_qwen2_5_vl(ckpt / "qwen_draft", seed=1)),
         "llava_ov": (build_tiny_llava_onevision(ckpt / "llava_target", seed=0),
-                     build_tiny_llava_onevision(ckpt / "llava_draft", seed=1, vocab_size=152064)),
+                     build_tiny_llava_onevision(ckpt / "llava_draft", seed=1, vocab_size=PADDED_EMBEDDING_ROWS)),
     }
     families = [replace(f, target=str(tiny[f.key][0]), draft=str(tiny[f.key][1]), need_gib=0.0,
-                        model_args=VIDEO_MODEL_ARGS if f.key == "qwen" else "max_num_frames=8") for f in families]
+                        model_args=VIDEO_MODEL_ARGS if f.key == "qwen" else f"max_num_frames={VIDEO_ARGS['max_num_frames']}")
+                for f in families]
     stand_in = {"video_dc499": Task("video_dc499", "lvspec_testbed_caption", "max_new_tokens=24", TESTBED_TASK_DIR),
                 "videomme": Task("videomme", "lvspec_testbed_mcq", "", TESTBED_TASK_DIR)}
     return families, [stand_in[t.key] for t in tasks], "dtype=float32"

@@ -41,7 +41,9 @@ def main() -> None:
 
     from lvspec_eval.lmms.qwen import LVSpecQwen
     from lvspec_eval.metrics.records import read_records
-    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl, default_cache_root, make_clip
+    from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
+    from testbed.fixtures.video import make_clip
+    from testbed.paths import VIDEO_ARGS, default_cache_root
 
     cache = default_cache_root()
     target = build_tiny_qwen2_5_vl(cache / "bench_target", seed=0)
@@ -52,7 +54,7 @@ def main() -> None:
 
     rss_start = rss_mib()
     backend = LVSpecQwen(pretrained=str(target), draft_pretrained=str(draft), method=args.method, dtype="float32",
-                         device_map="cpu", max_num_frames=8, min_pixels=56 * 56, max_pixels=112 * 112,
+                         device_map="cpu", **VIDEO_ARGS,
                          num_draft_tokens=4, stats_path=str(stats))
     task, split = "soak", "test"
     docs = [{"video": clips[i % len(clips)], "question": "Describe the video."} for i in range(args.samples)]

@@ -21,13 +21,18 @@ import json
 import sys
 from pathlib import Path
 
+from testbed.fixtures.checkpoint import CHECKPOINT_MARKER
+from testbed.fixtures.tokenizer import EMBEDDING_ROWS, PADDED_EMBEDDING_ROWS
+from testbed.paths import WEIGHTS, testbed_cache
+
 ROLES = ("target", "drafter", "llava_target", "llava_drafter", "qwen3_target", "qwen3_drafter")
-#: Full embedding rows per role (default: 151,936, Qwen2.5-VL's and LLaVA-OneVision-0.5B's).
-VOCAB_ROWS = {"llava_drafter": 152064}
+#: Full embedding rows per role (default: :data:`EMBEDDING_ROWS`, Qwen2.5-VL's and LLaVA-OneVision-0.5B's).
+VOCAB_ROWS = {"llava_drafter": PADDED_EMBEDDING_ROWS}
 
 
 def weights_dir(role: str) -> Path:
-    return Path(__file__).resolve().parent / "weights" / role
+    """The committed weights of ``role`` (``model.safetensors`` + ``testbed.json``)."""
+    return WEIGHTS / role
 
 
 def _digest(folder: Path) -> str:
@@ -43,8 +48,6 @@ def checkpoint(role: str, source: Path | None = None, cache: Path | None = None)
     ``source`` is a folder with ``model.safetensors`` + ``testbed.json`` (default: the shipped
     weights); ``cache`` the parent of the materialised folders.
     """
-    from testbed.train import cache_root
-
     if role not in ROLES:
         raise ValueError(f"unknown testbed role {role!r}; use one of {ROLES}")
     source = Path(source) if source is not None else weights_dir(role)
@@ -55,9 +58,9 @@ def checkpoint(role: str, source: Path | None = None, cache: Path | None = None)
             "LLaVA-OneVision pair, `make testbed-llava` (--role llava_ov), for the Qwen3-VL pair "
             "`make testbed-qwen3` (--role qwen3_vl)"
         )
-    root = Path(cache) if cache is not None else cache_root() / "checkpoints"
+    root = Path(cache) if cache is not None else testbed_cache() / "checkpoints"
     out = root / f"{role}-{_digest(source)}"
-    if (out / "config.json").is_file() and any(out.glob(".lvspec_tiny_complete")):
+    if (out / "config.json").is_file() and (out / CHECKPOINT_MARKER).is_file():
         return out
     return _materialise(source, out)
 
@@ -67,14 +70,14 @@ def _materialise(source: Path, out: Path) -> Path:
     from safetensors.torch import load_file
 
     from testbed.families import family, tied_embeddings
-    from testbed.train import RoleSpec
+    from testbed.train.roles import RoleSpec
     from testbed.vocab import VocabMap, expand_embedding
 
     info = json.loads((source / "testbed.json").read_text())
     spec = RoleSpec.from_record(info["spec"])
     fam = family(spec.family)
     vmap = VocabMap(info["real_ids"])
-    config = fam.config(spec, VOCAB_ROWS.get(info["role"], 151936), None)
+    config = fam.config(spec, VOCAB_ROWS.get(info["role"], EMBEDDING_ROWS), None)
     state = load_file(str(source / "model.safetensors"))
     for key in fam.embedding_keys(state):
         state[key] = expand_embedding(state[key], vmap, config.get_text_config().vocab_size)

@@ -33,7 +33,7 @@ SPLIT_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 
 
 #: First index, within the val split, of the validation clips of the testbed tasks (`*_val`): the
-#: training's stop checks use the first `train.py --val-clips` (64) val clips, so the tasks' validation
+#: training's stop checks use the first `python -m testbed.train --val-clips` (64) val clips, so the tasks' validation
 #: clips start far beyond them (tests/test_testbed.py checks every committed role's n_val against it).
 VAL_TASK_START = 1000
 
@@ -102,7 +102,7 @@ def render(seed: int, frames: int = FRAMES, size: int = SIZE) -> tuple[Any, Attr
 
 def write_clip(path: Path, seed: int) -> Path:
     """Write clip ``seed`` as an H.264 mp4 (atomic; readable by decord)."""
-    from testbed.fixtures.tiny import write_mp4
+    from testbed.fixtures.video import write_mp4
 
     frames, _ = render(seed)
     return write_mp4(path, frames, fps=FPS)
@@ -115,7 +115,7 @@ def roundtrip(frames: Any) -> Any:
     import av
     import numpy as np
 
-    from testbed.fixtures.tiny import encode_mp4
+    from testbed.fixtures.video import encode_mp4
 
     buf = io.BytesIO()
     encode_mp4(frames, buf, fps=FPS)

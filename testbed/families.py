@@ -1,6 +1,6 @@
 """What differs between the testbed's model families: prompts, video tensors, model, checkpoint.
 
-The training loop (``train.py``) and the checkpoint materialiser (``checkpoints.py``) are the same
+The training (``train/``) and the checkpoint materialiser (``checkpoints.py``) are the same
 for both; a :class:`Family` supplies the rest:
 
 * ``qwen2_5_vl``: ``Qwen2_5_VLForConditionalGeneration`` (tied embeddings), Qwen2.5-VL chat
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-FRAMES = 8
-IMAGE_SIZE = 112
+from testbed import clips
+from testbed.paths import VIDEO_PIXELS
 
 
 class Family:
@@ -99,11 +99,11 @@ class QwenFamily(Family):
     video_tokens = patches // 4
     vision_params = (".visual.",)
     cache_prefix = ""
-    video_args = {"min_pixels": 3136, "max_pixels": 12544}
-    full_vocab = 151936
+    video_args = VIDEO_PIXELS
 
     def tokenizer(self) -> Any:
-        from testbed.fixtures.tiny import QWEN2_5_VL_CHAT_TEMPLATE, qwen_tokenizer
+        from testbed.fixtures.tiny import QWEN2_5_VL_CHAT_TEMPLATE
+        from testbed.fixtures.tokenizer import qwen_tokenizer
 
         tok = qwen_tokenizer()
         tok.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
@@ -117,10 +117,9 @@ class QwenFamily(Family):
         return head.replace("<|vision_start|><|video_pad|><|vision_end|>", video), "<|im_end|>" + tail
 
     def processor(self) -> Any:
-        from transformers import Qwen2VLVideoProcessor
+        from testbed.fixtures.tiny import qwen2_5_vl_video_processor
 
-        return Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384, patch_size=14,
-                                     temporal_patch_size=2, merge_size=2)
+        return qwen2_5_vl_video_processor()
 
     def encode(self, frames: Any, processor: Any = None) -> Any:
         import torch
@@ -150,9 +149,9 @@ class QwenFamily(Family):
         return torch.stack(list(out.pooler_output))
 
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
-        from testbed.fixtures.tiny import QWEN_VISION_IDS
+        from testbed.fixtures.tokenizer import QWEN_VISION_IDS, TEXT_IDS
 
-        return dict(QWEN_VISION_IDS, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+        return {**QWEN_VISION_IDS, **TEXT_IDS}
 
     def config(self, spec: Any, vocab_size: int, token_ids: dict[str, int] | None) -> Any:
         from testbed.fixtures.tiny import tiny_qwen2_5_vl_config
@@ -198,8 +197,6 @@ class Qwen3VLFamily(QwenFamily):
         import torch
 
         from lvspec_eval.adapters.qwen3_vl import SYSTEM_PROMPT
-        from testbed import clips
-
         from testbed.fixtures.tiny_qwen3 import tiny_qwen3_vl_processor
 
         processor = tiny_qwen3_vl_processor()  # the real Qwen3 tokenizer and chat template, as saved checkpoints
@@ -234,7 +231,8 @@ class Qwen3VLFamily(QwenFamily):
         h, w = smart_resize(video.shape[2], video.shape[3], factor=32, **self.video_args)
         video = TF.resize(video, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True).float()
         proc = processor or self.processor()
-        metadata = {"fps": 8.0, "frames_indices": list(range(video.shape[0])), "total_num_frames": video.shape[0]}
+        metadata = {"fps": float(clips.FPS), "frames_indices": list(range(video.shape[0])),
+                    "total_num_frames": video.shape[0]}
         pv = proc(videos=[video], video_metadata=[metadata], do_resize=False, do_sample_frames=False,
                   return_tensors="pt")
         if tuple(pv["video_grid_thw"][0].tolist()) != self.grid_thw:
@@ -273,14 +271,14 @@ class LlavaOnevisionFamily(Family):
     name = "llava_onevision"
     video_token = "<video>"
     special_tokens = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<image>", "<video>")
-    pixel_shape = (FRAMES, 3, IMAGE_SIZE, IMAGE_SIZE)
-    video_tokens = FRAMES * (IMAGE_SIZE // 28) ** 2 + 1  # 2x2-pooled patches per frame, one newline per video
+    pixel_shape = (clips.FRAMES, 3, clips.SIZE, clips.SIZE)
+    video_tokens = clips.FRAMES * (clips.SIZE // 28) ** 2 + 1  # 2x2-pooled patches per frame, one newline per video
     vision_params = ("vision_tower.", "multi_modal_projector.")
     cache_prefix = "llava_onevision-"
 
     def tokenizer(self) -> Any:
-        from testbed.fixtures.tiny import qwen_tokenizer
         from testbed.fixtures.tiny_llava import LLAVA_ONEVISION_CHAT_TEMPLATE
+        from testbed.fixtures.tokenizer import qwen_tokenizer
 
         tok = qwen_tokenizer(layout="llava_onevision")
         tok.chat_template = LLAVA_ONEVISION_CHAT_TEMPLATE
@@ -296,7 +294,7 @@ class LlavaOnevisionFamily(Family):
     def processor(self) -> Any:
         from transformers import LlavaOnevisionVideoProcessor
 
-        return LlavaOnevisionVideoProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+        return LlavaOnevisionVideoProcessor(size={"height": clips.SIZE, "width": clips.SIZE})
 
     def encode(self, frames: Any, processor: Any = None) -> Any:
         proc = processor or self.processor()
@@ -316,16 +314,15 @@ class LlavaOnevisionFamily(Family):
         return out.reshape(pixels.shape[0], -1, out.shape[-1])
 
     def special_ids(self, tokenizer: Any) -> dict[str, int]:
-        from testbed.fixtures.tiny_llava import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
+        from testbed.fixtures.tokenizer import LLAVA_VISION_IDS, TEXT_IDS
 
-        return {"image_token_id": IMAGE_TOKEN_ID, "video_token_id": VIDEO_TOKEN_ID, "bos_token_id": 151643,
-                "eos_token_id": 151645, "pad_token_id": 151643}
+        return {**LLAVA_VISION_IDS, **TEXT_IDS}
 
     def config(self, spec: Any, vocab_size: int, token_ids: dict[str, int] | None) -> Any:
         from testbed.fixtures.tiny_llava import tiny_llava_onevision_config
 
         return tiny_llava_onevision_config(hidden=spec.hidden, layers=spec.layers, vision_hidden=spec.vision_hidden,
-                                           vision_layers=spec.vision_depth, image_size=IMAGE_SIZE,
+                                           vision_layers=spec.vision_depth, image_size=clips.SIZE,
                                            vocab_size=vocab_size, init_std=0.02, intermediate=spec.intermediate,
                                            token_ids=token_ids)
 
@@ -335,14 +332,9 @@ class LlavaOnevisionFamily(Family):
         return LlavaOnevisionForConditionalGeneration
 
     def save(self, model: Any, out: Any, meta: dict[str, Any]) -> Any:
-        from transformers import GenerationConfig
+        from testbed.fixtures.tiny_llava import save_llava_onevision_checkpoint
 
-        from testbed.fixtures.tiny import save_checkpoint
-        from testbed.fixtures.tiny_llava import tiny_llava_onevision_processor
-
-        model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
-                                                   do_sample=False)
-        return save_checkpoint(out, model, tiny_llava_onevision_processor(IMAGE_SIZE, model.config), meta)
+        return save_llava_onevision_checkpoint(model, out, meta)
 
 
 def tied_embeddings(config: Any) -> bool:

@@ -1,5 +1,8 @@
 """Run the real lmms-eval CLI with an lvspec backend as a subprocess (used by `make demo` and the
-regression baseline): one method on one task, records to a known file, a log, optional progress."""
+regression baseline): one method on one task, records to a known file, a log, optional progress.
+
+:func:`lmms_command` is the one builder of an lmms-eval command line (the testbed's runs, the tests'
+CLI helpers and ``benchmarks/reproduce_paper.py`` call it); :func:`offline_env` its environment."""
 
 from __future__ import annotations
 
@@ -9,10 +12,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterable, Optional, Sequence
 
 from testbed.paths import VIDEO_MODEL_ARGS
 
-#: Video settings of the offline tasks: 8 frames of 112x112 -> 64 video tokens.
+
+def lmms_command(model: str, model_args: str, tasks: str, output_path: Path, *, include_path: Optional[Path] = None,
+                 device: Optional[str] = "cpu", gen_kwargs: str = "", extra: Iterable[str] = (),
+                 launcher: Optional[Sequence[str]] = None) -> list[str]:
+    """The lmms-eval command line of one run at batch size 1 with per-sample logs: ``launcher`` (default:
+    this Python's ``-m lmms_eval``; e.g. an ``accelerate launch`` prefix), ``--model``, ``--model_args``,
+    ``--device`` (none when ``device`` is None), ``--include_path`` (a folder of task YAMLs), ``--tasks``
+    (comma-separated), ``--output_path``, ``--gen_kwargs`` when given, then ``extra`` (e.g. ``--limit 2``)."""
+    cmd = [*(launcher if launcher is not None else (sys.executable, "-m", "lmms_eval")),
+           "--model", model, "--model_args", model_args]
+    if device is not None:
+        cmd += ["--device", device]
+    if include_path is not None:
+        cmd += ["--include_path", str(include_path)]
+    cmd += ["--tasks", tasks, "--batch_size", "1", "--output_path", str(output_path), "--log_samples"]
+    if gen_kwargs:
+        cmd += ["--gen_kwargs", gen_kwargs]
+    return [*cmd, *extra]
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the hub and datasets offline (and ``extra`` variables)."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **extra)
 
 
 def count_lines(path: Path) -> int:
@@ -41,17 +67,13 @@ def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path,
     model_args = (f"pretrained={target},draft_pretrained={draft},method={method},dtype={dtype},device_map=cpu,"
                   f"{VIDEO_MODEL_ARGS},paired_baseline={'false' if method == 'ar' else 'true'},stats_path={stats}"
                   + (f",{extra_args}" if extra_args else ""))
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device", "cpu",
-           "--include_path", str(task_dir), "--tasks", task, "--batch_size", "1",
-           "--output_path", str(out / "lmms" / name), "--log_samples"]
-    if limit:
-        cmd += ["--limit", str(limit)]
+    cmd = lmms_command(model, model_args, task, out / "lmms" / name, include_path=task_dir,
+                       extra=["--limit", str(limit)] if limit else ())
     log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
-                                env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=offline_env())
         last = 0
         while proc.poll() is None:
             time.sleep(1)

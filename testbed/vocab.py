@@ -13,12 +13,12 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from testbed import grammar as g
+from testbed.fixtures.tokenizer import EMBEDDING_ROWS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 SINK = 0  # reduced index of the sink row
-FULL_VOCAB = 151936  # rows of Qwen2.5-VL's embedding (151,665 tokens, padded)
 
 
 def all_texts() -> list[str]:
@@ -58,7 +58,7 @@ class VocabMap:
 
         self.real_ids = list(real_ids)
         self.size = len(self.real_ids) + 1
-        self._to_reduced = np.full(FULL_VOCAB, -1, dtype=np.int64)
+        self._to_reduced = np.full(EMBEDDING_ROWS, -1, dtype=np.int64)
         self._to_reduced[self.real_ids] = np.arange(1, self.size)
 
     def reduce(self, ids: Any) -> Any:
@@ -75,7 +75,7 @@ class VocabMap:
         return self.real_ids[reduced - 1] if reduced > 0 else -1
 
 
-def expand_embedding(reduced_weight: "torch.Tensor", vmap: VocabMap, rows: int = FULL_VOCAB) -> "torch.Tensor":
+def expand_embedding(reduced_weight: "torch.Tensor", vmap: VocabMap, rows: int = EMBEDDING_ROWS) -> "torch.Tensor":
     """Full-vocabulary matrix: reduced row i at real id ``vmap.real_ids[i-1]``, the sink row elsewhere."""
     import torch
 

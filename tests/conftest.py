@@ -53,7 +53,7 @@ def task_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> list[str]:
-    from testbed.fixtures.tiny import make_clip
+    from testbed.fixtures.video import make_clip
 
     root = tmp_path_factory.mktemp("clips")
     return [str(make_clip(root / f"clip_{i}.mp4", seed=i, frames=16)) for i in range(3)]
@@ -86,9 +86,7 @@ def qwen_inputs(qwen_target, clips) -> list[dict]:
 
 
 # -- LLaVA-OneVision (tiny, real architecture, real Qwen2 vocabulary) ------------------------------
-LLAVA_VIDEO_ARGS = dict(max_num_frames=8)  # 8 frames at 112x112 -> 8 x 16 pooled tokens + 1 newline
-#: drafter embedding rows differ from the target's (151936), as LLaVA-OneVision 0.5B/7B/72B do
-LLAVA_DRAFT_VOCAB = 152064
+LLAVA_VIDEO_ARGS = dict(max_num_frames=VIDEO_ARGS["max_num_frames"])  # 8 frames at 112x112 -> 8 x 16 pooled tokens + 1 newline
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +99,10 @@ def tiny_llava_target(ckpt_root) -> str:
 @pytest.fixture(scope="session")
 def tiny_llava_draft(ckpt_root) -> str:
     from testbed.fixtures.tiny_llava import build_tiny_llava_onevision
+    from testbed.fixtures.tokenizer import PADDED_EMBEDDING_ROWS
 
-    return str(build_tiny_llava_onevision(ckpt_root / "llava_draft", seed=1, vocab_size=LLAVA_DRAFT_VOCAB))
+    # drafter embedding rows differ from the target's, as LLaVA-OneVision 0.5B/7B/72B do
+    return str(build_tiny_llava_onevision(ckpt_root / "llava_draft", seed=1, vocab_size=PADDED_EMBEDDING_ROWS))
 
 
 @pytest.fixture(scope="session")
@@ -235,7 +235,7 @@ def tiny_repetitive_target(ckpt_root) -> str:
 @pytest.fixture(scope="session")
 def tiny_penalty_target(ckpt_root, tiny_repetitive_target) -> str:
     """`tiny_repetitive_target` with the real Instruct checkpoints' generation_config.json (repetition_penalty 1.05)."""
-    from testbed.fixtures.tiny import QWEN2_5_VL_INSTRUCT_GENERATION, with_generation_config
+    from testbed.fixtures.checkpoint_edits import QWEN2_5_VL_INSTRUCT_GENERATION, with_generation_config
 
     return str(with_generation_config(tiny_repetitive_target, ckpt_root / "penalty_target",
                                       **QWEN2_5_VL_INSTRUCT_GENERATION))
@@ -244,7 +244,7 @@ def tiny_penalty_target(ckpt_root, tiny_repetitive_target) -> str:
 @pytest.fixture(scope="session")
 def tiny_llava_penalty_target(ckpt_root) -> str:
     """A tiny LLaVA-OneVision with repetition_penalty 1.05 in its generation_config.json."""
-    from testbed.fixtures.tiny import with_generation_config
+    from testbed.fixtures.checkpoint_edits import with_generation_config
     from testbed.fixtures.tiny_llava import build_tiny_llava_onevision
 
     plain = build_tiny_llava_onevision(ckpt_root / "repetitive_llava_target", seed=0, init_std=REPETITIVE_STD)

@@ -9,7 +9,7 @@ import pytest
 from lvspec_eval.metrics import schema
 from lvspec_eval.metrics.records import read_records
 from testbed.fixtures.cli import PIXELS, TINY_TASK as TASK, outputs, response, run_cli, task_variant
-from testbed.fixtures.tiny import declare_eos, swap_token_rows
+from testbed.fixtures.checkpoint_edits import declare_eos, swap_token_rows
 
 pytestmark = pytest.mark.slow
 

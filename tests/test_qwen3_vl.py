@@ -179,7 +179,7 @@ def test_a_clip_shorter_than_max_num_frames(qwen3_target, tmp_path):
     the clip has."""
     from qwen_vl_utils.vision_process import smart_nframes
 
-    from testbed.fixtures.tiny import make_clip
+    from testbed.fixtures.video import make_clip
 
     short = str(make_clip(tmp_path / "short.mp4", seed=5, frames=5))
     with pytest.raises(ValueError, match="nframes should in interval"):

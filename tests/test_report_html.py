@@ -117,7 +117,7 @@ def test_html_is_self_contained_and_escaped(page):
 
 
 def test_html_decodes_with_a_tokenizer(html_runs, tmp_path):
-    from testbed.fixtures.tiny import qwen_tokenizer
+    from testbed.fixtures.tokenizer import qwen_tokenizer
 
     tok_dir = tmp_path / "tok"
     qwen_tokenizer().save_pretrained(tok_dir)

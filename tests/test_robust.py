@@ -22,9 +22,10 @@ from lvspec_eval.lmms.run_lock import claim_stats_path
 from lvspec_eval.metrics.records import read_records
 from lvspec_eval.report.inputs import load_inputs
 from lvspec_eval.report.pairing import build_groups
-from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, cli_env, copy_tiny_task, outputs, response,
-                                     run_cli, task_variant, without)
-from testbed.fixtures.tiny import declare_eos
+from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, copy_tiny_task, outputs, response, run_cli,
+                                     task_variant, without)
+from testbed.fixtures.checkpoint_edits import declare_eos
+from testbed.runs import offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,7 @@ def test_sigkill_then_resume_completes_without_duplicates(tmp_path, tiny_target,
     stats = tmp_path / "r.jsonl"
     args = model_args(tiny_target, tiny_draft, stats)
     cmd = cli_command("lvspec_qwen", args, rb_task, tmp_path / "killed", TASK)
-    proc = subprocess.Popen(cmd, env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, env=offline_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 600
     while not (stats.exists() and stats.read_bytes().count(b"\n") >= 1):
@@ -192,7 +193,7 @@ def make_bad_videos(folder: Path, good: Path) -> None:
     import av
     from PIL import Image
 
-    from testbed.fixtures.tiny import _clip_frames
+    from testbed.fixtures.video import _clip_frames
 
     data = good.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) at the end: lost

@@ -13,6 +13,7 @@ from testbed import clips
 from testbed import grammar as g
 
 from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
+from testbed.paths import WEIGHTS
 TRUTH = g.Attributes(count="two", colour="red", shape="circle", background="black", motion="moving")
 
 
@@ -159,8 +160,7 @@ def test_validation_tasks_are_disjoint_from_test_and_from_the_training_checks():
     assert len(val) == DEFAULT_N_VAL == 60 and {d["seed"] for d in mcq_docs} == val
     test = {json.loads(line)["seed"] for line in (TASK_DIR / "caption.jsonl").read_text().splitlines()}
     assert not val & test
-    weights = Path(__file__).resolve().parents[1] / "testbed" / "weights"
-    records = sorted(weights.glob("*/testbed.json"))
+    records = sorted(WEIGHTS.glob("*/testbed.json"))
     assert len(records) >= 4
     for record in records:
         n_val = json.loads(record.read_text())["n_val"]
@@ -212,21 +212,23 @@ def test_vision_pretraining_trains_the_tower_alone(family_name, phases):
 
     import torch
 
-    from testbed import train as T
     from testbed.families import family
+    from testbed.train.model import build_model
+    from testbed.train.roles import RoleSpec
+    from testbed.train.vision import pretrain_vision
     from testbed.vocab import VocabMap, reduced_ids
 
     fam = family(family_name)
-    spec = T.RoleSpec(hidden=32, layers=1, intermediate=64, vision_hidden=32, vision_depth=1, lr=3e-3, style="target",
+    spec = RoleSpec(hidden=32, layers=1, intermediate=64, vision_hidden=32, vision_depth=1, lr=3e-3, style="target",
                       stop_f1=0, stop_min_attr=0, stop_mcq=0, max_minutes=1, seed=0, family=family_name,
                       vision_pretrain=phases)
     tok = fam.tokenizer()
-    model = T.build_model(spec, VocabMap(reduced_ids(tok, fam)), tok)
+    model = build_model(spec, VocabMap(reduced_ids(tok, fam)), tok)
     seeds = clips.split_seeds("train", 8)
     pixels = np.stack([fam.encode(clips.roundtrip(clips.render(s)[0])) for s in seeds]).astype(np.float16)
     attrs = [clips.clip_attributes(s) for s in seeds]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    log = T.pretrain_vision(model, spec, pixels, attrs, random.Random(0), 8, "test")
+    log = pretrain_vision(model, spec, pixels, attrs, random.Random(0), 8, "test")
     # a log entry every 50 steps and at the end of each phase, naming the phase's attributes
     ends = [sum(n for _, n in phases[: i + 1]) for i in range(len(phases))]
     assert [e["step"] for e in log] == sorted({*range(50, ends[-1] + 1, 50), *ends})
@@ -246,15 +248,15 @@ def test_role_spec_reads_old_and_new_records():
     or phases) give the same RoleSpec; a JSON round trip of a spec gives the spec back."""
     import dataclasses
 
-    from testbed import train as T
+    from testbed.train.roles import ROLES, RoleSpec
 
-    for role, spec in T.ROLES.items():
+    for role, spec in ROLES.items():
         record = json.loads(json.dumps(dataclasses.asdict(spec)))
-        assert T.RoleSpec.from_record(record) == spec, role
-    base = dataclasses.asdict(T.ROLES["llava_target"])
+        assert RoleSpec.from_record(record) == spec, role
+    base = dataclasses.asdict(ROLES["llava_target"])
     old = dict(base, vision_pretrain=["shape", "count"], vision_pretrain_steps=300)
-    assert T.RoleSpec.from_record(old).vision_pretrain == ((("shape", "count"), 300),)
-    assert T.RoleSpec.from_record(dict(base, vision_pretrain=[], vision_pretrain_steps=0)).vision_pretrain == ()
+    assert RoleSpec.from_record(old).vision_pretrain == ((("shape", "count"), 300),)
+    assert RoleSpec.from_record(dict(base, vision_pretrain=[], vision_pretrain_steps=0)).vision_pretrain == ()
 
 
 # -- variants, selection on validation, the regenerated report ------------------------------------------

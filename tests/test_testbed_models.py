@@ -4,10 +4,7 @@ checkpoints, both tasks end to end."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,9 @@ from testbed import clips
 from testbed import grammar as g
 from testbed.families import PAIRS
 
+from testbed.fixtures.cli import run_cli
 from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
+from testbed.paths import VIDEO_MODEL_ARGS
 #: The roles whose weights are shipped in testbed/weights/ (the Qwen3-VL pair, `make testbed-qwen3`, joins
 #: here and in TRAINED_PAIRS once its weights are committed).
 ROLES = ("target", "drafter", "llava_target", "llava_drafter")
@@ -61,21 +60,23 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
     from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from testbed import train as T
     from testbed.checkpoints import VOCAB_ROWS, weights_dir
     from testbed.families import family, tied_embeddings
+    from testbed.train.data import Examples, collate
+    from testbed.train.model import build_model
+    from testbed.train.roles import RoleSpec
     from testbed.vocab import VocabMap
 
     folder = testbed_pair[role]
     info = json.loads((weights_dir(role) / "testbed.json").read_text())
-    spec = T.RoleSpec.from_record(info["spec"])
+    spec = RoleSpec.from_record(info["spec"])
     fam = family(spec.family)
     full = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=torch.float32).eval()
     assert isinstance(full, fam.model_class())
     processor = AutoProcessor.from_pretrained(str(folder))
     assert full.config.get_text_config().vocab_size == VOCAB_ROWS.get(role, 151936)
     vmap = VocabMap(info["real_ids"])
-    reduced = T.build_model(spec, vmap, processor.tokenizer).eval()
+    reduced = build_model(spec, vmap, processor.tokenizer).eval()
     reduced.load_state_dict(load_file(str(weights_dir(role) / "model.safetensors")), strict=False)
     if tied_embeddings(reduced.config):
         reduced.tie_weights()
@@ -83,10 +84,10 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
     seed = clips.split_seeds("test", 1)[0]
     frames = clips.roundtrip(clips.render(seed)[0])
     pv = fam.encode(frames, processor.video_processor)  # the saved processor gives the trained-on tensors
-    ex = T.Examples(processor.tokenizer, vmap, fam.name)
+    ex = Examples(processor.tokenizer, vmap, fam.name)
     answer, _ = ex.answer(g.caption(clips.clip_attributes(seed), random.Random(0)), anchors=False)
     seq = ex.prompt(g.CAPTION_PROMPT) + answer
-    batch = T.collate([(seq, [1.0] * len(seq))], pv[None].astype("float16"), int(ex.video_id), fam.name)
+    batch = collate([(seq, [1.0] * len(seq))], pv[None].astype("float16"), int(ex.video_id), fam.name)
     batch.pop("weights")
     real = torch.tensor([[vmap.real(int(t)) for t in seq]])
     video_id = processor.tokenizer.convert_tokens_to_ids(fam.video_token)
@@ -112,13 +113,8 @@ def test_testbed_tasks_end_to_end(testbed_pair, tmp_path, pair):
         out = tmp_path / task
         stats = tmp_path / f"{task}.jsonl"
         model_args = (f"pretrained={testbed_pair[target]},draft_pretrained={testbed_pair[drafter]},method=lvspec,"
-                      f"dtype=float32,device_map=cpu,max_num_frames=8,min_pixels=3136,max_pixels=12544,"
-                      f"paired_baseline=true,stats_path={stats}")
-        cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device",
-               "cpu", "--include_path", str(TASK_DIR), "--tasks", task, "--batch_size", "1", "--limit", "3",
-               "--output_path", str(out), "--log_samples"]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+                      f"dtype=float32,device_map=cpu,{VIDEO_MODEL_ARGS},paired_baseline=true,stats_path={stats}")
+        proc = run_cli(model, model_args, TASK_DIR, out, extra=["--limit", "3"], tasks=task, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results = json.loads(sorted(out.rglob("*_results.json"))[-1].read_text())
         score = results["results"][task][f"{metric},none"]

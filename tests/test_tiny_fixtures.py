@@ -1,4 +1,4 @@
-"""The offline fixtures of testbed.fixtures.tiny: Qwen tokenizer ids, tiny checkpoints, clips."""
+"""The offline fixtures of testbed.fixtures: Qwen tokenizer ids, tiny checkpoints, clips."""
 
 import os
 from pathlib import Path
@@ -8,15 +8,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from testbed.fixtures.tiny import (
-    QWEN2_5_VL_CHAT_TEMPLATE,
-    build_tiny_qwen2_5_vl,
-    ensure_clips,
-    make_clip,
-    qwen_tokenizer,
-)
-
+from testbed.fixtures.tiny import QWEN2_5_VL_CHAT_TEMPLATE, build_tiny_qwen2_5_vl
+from testbed.fixtures.tokenizer import qwen_tokenizer
+from testbed.fixtures.video import ensure_clips, make_clip
 from testbed.paths import TINY_TASK_DIR as TASK_DIR
+from testbed.paths import VIDEO_PIXELS
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +49,7 @@ def test_tiny_checkpoint_loads_by_path(two_ckpts):
     s0, s1 = two_ckpts
     assert build_tiny_qwen2_5_vl(s0, seed=0) == s0  # idempotent: marker present, returns at once
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(s0)
-    processor = AutoProcessor.from_pretrained(s0, max_pixels=112 * 112, min_pixels=56 * 56)
+    processor = AutoProcessor.from_pretrained(s0, **VIDEO_PIXELS)
     tok = AutoTokenizer.from_pretrained(s0)
     assert tok("Hello world")["input_ids"] == [9707, 1879]
     assert model.config.video_token_id == tok.convert_tokens_to_ids("<|video_pad|>") == 151656
@@ -83,7 +79,7 @@ def test_tiny_checkpoint_generates_from_video(two_ckpts, tmp_path):
     clip = make_clip(tmp_path / "c.mp4", seed=3, frames=8)
     frames = torch.from_numpy(decord.VideoReader(str(clip)).get_batch(list(range(8))).asnumpy())
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(s0)
-    processor = AutoProcessor.from_pretrained(s0, max_pixels=112 * 112, min_pixels=56 * 56)
+    processor = AutoProcessor.from_pretrained(s0, **VIDEO_PIXELS)
     messages = [{"role": "user", "content": [
         {"type": "video", "video": str(clip)}, {"type": "text", "text": "Describe the video."}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
