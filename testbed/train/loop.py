@@ -67,14 +67,16 @@ def train(role: str, out: Path, n_train: int, n_val: int, batch: int, eval_every
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     t0 = time.time()
-    vision_log = pretrain_vision(model, spec, train_px, train_attrs, rng, batch, role) if spec.vision_pretrain else []
+    # a continued run starts where the first one ended: no second vision pre-training, no single-attribute warm-up
+    fresh = init_from is None
+    vision_log = pretrain_vision(model, spec, train_px, train_attrs, rng, batch, role) if spec.vision_pretrain and fresh else []
     step = 0
     reason = f"time budget of {budget:g} min reached; kept the best validation check"
     print(f"[{role}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params (reduced vocab {vmap.size}), "
           f"{n_train} train clips, {n_val} val clips, batch {batch}, {threads} thread(s)", flush=True)
     while True:
         idx = [rng.randrange(n_train) for _ in range(batch)]
-        only = spec.warmup_attribute if step < spec.warmup_steps else None
+        only = spec.warmup_attribute if fresh and step < spec.warmup_steps else None
         seqs = [ex.sample(train_attrs[i], rng, spec.style, only) for i in idx]
         loss = weighted_loss(model, collate(seqs, train_px[idx], int(ex.video_id), fam.name, device))
         opt.zero_grad(set_to_none=True)
