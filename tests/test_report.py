@@ -38,6 +38,7 @@ from lvspec_eval.report.summary import bootstrap_ratio, render, summarize
 TASK = "cap"
 LVSPEC_PARAMS = {"num_draft_tokens": 4, "relax_ratio": 0.7, "top_n": 10, "shift_window": 2, "anchor_rule": "rank",
                  "anchor_side": "both", "relevance_repr": "attention", "relevance_layer": -1}
+LVSPEC_PARAMS.update(draft_schedule="auto", short_answer_tokens=32)  # every drafting method records its schedule
 
 
 def record(method, doc_id, **fields):

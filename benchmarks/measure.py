@@ -1,0 +1,199 @@
+"""Measurement primitives shared by the benchmarks (one home): forward costs, memory accounting, and the
+speed model's formulas.
+
+- `timed`, `forward_costs`: device-synchronised prefill / step / block times of a model at a context
+  (benchmarks/real_size.py, benchmarks/testbed_cost.py, benchmarks/speed_model.py).
+- `tensor_bytes`, `weight_bytes`, `CacheMeter`, `memory_breakdown`, `PeakSampler`: what a decode holds in
+  memory, split into weights and KV caches (benchmarks/real_size.py, benchmarks/overhead_memory.py).
+- `per_token_acceptance`, `leviathan`, `cost_model`, `predicted_decode_s`: the speed model (docs/speed.md).
+
+No work at import time; torch is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable, Iterable, Optional
+
+
+# -- time -------------------------------------------------------------------------------------------
+
+def timed(device: Any, fn: Callable[[], Any]) -> tuple[Any, float]:
+    from lvspec_eval.metrics.timing import Stopwatch
+
+    watch = Stopwatch(device)
+    watch.start()
+    out = fn()
+    return out, watch.stop()
+
+
+def forward_costs(adapter: Any, inputs: dict[str, Any], k: int, reps: int, sizes: Iterable[int] = (),
+                  last_only: bool = False) -> dict[str, Any]:
+    """Prefill on `inputs`, then at that context the median time of a one-token step (`step_s`), of a
+    (k+1)-token verify block (`verify_s`) and of a block of each size in `sizes` (`block_s`: {size: s}),
+    the sizes taken in turns within each repetition and the cache cropped back after each; the KV bytes
+    after prefill. `last_only`: blocks compute the output layer at their last position only, as a
+    drafter step does (`Session.extend(last_only=True)`)."""
+    import torch
+
+    device = adapter.input_device
+    (session, _), prefill_s = timed(device, lambda: adapter.start(inputs))
+    length = session.length
+    kv = tensor_bytes(session.cache)
+    every = sorted({1, k + 1, *sizes})
+    times: dict[int, list[float]] = {n: [] for n in every}
+    for _ in range(reps):
+        for n in every:
+            ids = torch.full((n,), 1000, dtype=torch.long)
+            _, s = timed(device, lambda ids=ids: session.extend(ids, last_only=last_only))
+            session.crop(length)
+            times[n].append(s)
+    session.close()
+    block = {n: statistics.median(t) for n, t in times.items()}
+    return {"prefill_s": prefill_s, "step_s": block[1], "verify_s": block[k + 1], "block_s": block,
+            "context_tokens": length, "kv_bytes_prefill": kv}
+
+
+# -- memory -----------------------------------------------------------------------------------------
+
+def tensor_bytes(obj: Any, _seen: Optional[set] = None, _depth: int = 0) -> int:
+    """Bytes of every distinct tensor storage reachable from `obj` (lists, tuples, dicts, object
+    attributes; 6 levels deep): a KV cache of any class, pre-allocated capacity included."""
+    import torch
+
+    seen = set() if _seen is None else _seen
+    if obj is None or _depth > 6 or isinstance(obj, (str, bytes, int, float, bool, torch.nn.Module)):
+        return 0
+    if torch.is_tensor(obj):
+        storage = obj.untyped_storage()
+        key = (storage.data_ptr(), obj.device.type)
+        if key in seen or obj.device.type == "meta":
+            return 0
+        seen.add(key)
+        return int(storage.nbytes())
+    if isinstance(obj, dict):
+        items = obj.values()
+    elif isinstance(obj, (list, tuple, set)):
+        items = obj
+    elif hasattr(obj, "__dict__"):
+        if id(obj) in seen:
+            return 0
+        seen.add(id(obj))
+        items = vars(obj).values()
+    else:
+        return 0
+    return sum(tensor_bytes(x, seen, _depth + 1) for x in items)
+
+
+def weight_bytes(adapter: Optional[Any]) -> int:
+    if adapter is None:
+        return 0
+    return tensor_bytes(list(adapter.model.parameters()) + list(adapter.model.buffers()))
+
+
+class CacheMeter:
+    """An adapter as the engine sees it, which records the bytes of each session's KV cache when the
+    engine closes the session (its largest size: decode() closes sessions at the end)."""
+
+    def __init__(self, adapter: Any):
+        self.adapter = adapter
+        self.bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)
+
+    def start(self, *args: Any, **kwargs: Any) -> Any:
+        session, prefill = self.adapter.start(*args, **kwargs)
+        close = session.close
+
+        def metered_close() -> None:
+            self.bytes += tensor_bytes(session.cache)
+            close()
+
+        session.close = metered_close
+        return session, prefill
+
+
+def memory_breakdown(peak: int, target: Any, draft: Any, kv_target: int, kv_draft: int, **extra: Any) -> dict[str, Any]:
+    parts = {"target_weights": weight_bytes(target), "draft_weights": weight_bytes(draft),
+             "target_kv": kv_target, "draft_kv": kv_draft}
+    parts["other"] = peak - sum(parts.values())
+    return {"peak": peak, **parts, **extra}
+
+
+class PeakSampler:
+    """Samples this process's memory every millisecond in a thread (CPU: RSS; CUDA: allocated)."""
+
+    def __init__(self, cuda: bool):
+        import threading
+
+        import psutil
+        import torch
+
+        self.cuda, self.torch, self.proc = cuda, torch, psutil.Process()
+        self.peak, self._stop, self._thread = 0.0, threading.Event(), threading.Thread(target=self._run, daemon=True)
+
+    def now(self) -> float:  # MiB
+        if self.cuda:
+            return self.torch.cuda.memory_allocated() / 2**20
+        return self.proc.memory_info().rss / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            self._stop.wait(0.001)
+
+    def __enter__(self) -> "PeakSampler":
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats()
+        self.peak = self.now()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.cuda:
+            self.peak = max(self.peak, self.torch.cuda.max_memory_allocated() / 2**20)
+
+
+# -- the speed model (docs/speed.md) -------------------------------------------------------------------
+
+def per_token_acceptance(tau: float, k: int) -> float:
+    """a with (1 - a^(K+1)) / (1 - a) = tau + 1: the per-token acceptance that gives tau_excl (Leviathan)."""
+    if tau >= k:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if sum(mid**i for i in range(k + 1)) < tau + 1:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def leviathan(a: float, k: int, c: float) -> float:
+    """Expected speedup (1 - a^(K+1)) / ((1 - a)(K c + 1)) (method.md section 6)."""
+    tokens = k + 1 if a >= 1.0 else (1 - a ** (k + 1)) / (1 - a)
+    return tokens / (k * c + 1)
+
+
+def cost_model(tau: float, k: int, t_step: float, t_draft: float, t_verify: float) -> float:
+    """Decode speedup of rounds that all draft K tokens and emit tau + 1 each: (tau + 1) t_step / (K t_draft + t_verify),
+    t_verify the target's (K+1)-token block (Leviathan's formula takes t_verify = t_step and t_draft = c t_step)."""
+    return (tau + 1) * t_step / (k * t_draft + t_verify)
+
+
+def predicted_decode_s(per_step_drafted: list[int], target_block_s: dict[int, float], draft_step_s: float,
+                       draft_first_s: Optional[float] = None) -> float:
+    """Model forward time of one decode from its rounds: sum over rounds r of
+    drafted_r x t_draft + t_verify(drafted_r + 1), with t_verify(m) the target's measured m-token block and
+    t_draft the drafter's one-token step (`draft_first_s`, when given, for each round's first drafter
+    forward, which also feeds the tokens the drafter has not seen). `ar`: every round drafts 0."""
+    total = 0.0
+    for k in per_step_drafted:
+        total += target_block_s[k + 1]
+        if k:
+            total += (k - 1) * draft_step_s + (draft_first_s if draft_first_s is not None else draft_step_s)
+    return total
