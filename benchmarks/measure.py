@@ -6,6 +6,9 @@ speed model's formulas.
 - `tensor_bytes`, `weight_bytes`, `CacheMeter`, `memory_breakdown`, `PeakSampler`: what a decode holds in
   memory, split into weights and KV caches (benchmarks/real_size.py, benchmarks/overhead_memory.py).
 - `per_token_acceptance`, `leviathan`, `cost_model`, `predicted_decode_s`: the speed model (docs/speed.md).
+- `testbed_pair`, `testbed_docs`, `task_config`: the trained testbed pair loaded as the `lvspec_qwen` backend
+  loads it, and the testbed tasks' docs with their model inputs and decode settings (the benchmarks that
+  decode the testbed: draft_schedule, speed_model, overhead_memory).
 
 No work at import time; torch is imported inside the functions.
 """
@@ -14,6 +17,58 @@ from __future__ import annotations
 
 import statistics
 from typing import Any, Callable, Iterable, Optional
+
+
+# -- the testbed ------------------------------------------------------------------------------------
+
+def testbed_pair(target: Optional[str] = None, draft: Optional[str] = None, method: str = "lvspec",
+                 dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any, Any]:
+    """(base model args, target adapter, drafter adapter or None) of the trained testbed pair (or the given
+    Qwen2.5-VL checkpoints) at the testbed's video settings, checked and loaded as the `lvspec_qwen`
+    backend does (`lvspec_eval.lmms.pair`); `method=ar` loads no drafter."""
+    from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
+    from lvspec_eval.config import LVSpecArgs
+    from lvspec_eval.lmms import pair
+    from testbed.checkpoints import checkpoint
+    from testbed.paths import VIDEO_ARGS
+
+    args = LVSpecArgs(pretrained=target or str(checkpoint("target")), draft_pretrained=draft or str(checkpoint("drafter")),
+                      method=method, dtype=dtype, device_map=device, **VIDEO_ARGS)
+    pair.check_checkpoints(args)
+    maps = pair.device_maps(args, device=device)
+    pair.check_tokenizers(args)
+    return (args, *pair.load_pair(args, QwenVLAdapter, *maps, dtype=args.dtype))
+
+
+def task_config(task: str) -> dict[str, Any]:
+    """The generation kwargs of testbed task `task` ("caption" or "mcq") from its lmms-eval YAML."""
+    import yaml
+
+    from testbed.paths import TESTBED_TASK_DIR
+
+    class Loader(yaml.SafeLoader):  # the task YAMLs carry `!function` tags (lmms-eval resolves them)
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    text = (TESTBED_TASK_DIR / f"lvspec_testbed_{task}.yaml").read_text()
+    return yaml.load(text, Loader=Loader)["generation_kwargs"]
+
+
+def testbed_docs(target: Any, task: str, limit: int) -> list[tuple[dict, dict]]:
+    """The first `limit` docs of testbed task `task` ("caption" or "mcq") with the target's model inputs,
+    prepared from lmms-eval chat messages as the backend prepares them."""
+    import json
+
+    from lvspec_eval.lmms.inputs import prepare_inputs
+    from testbed.paths import TESTBED_TASK_DIR
+
+    docs = [json.loads(line) for line in (TESTBED_TASK_DIR / f"{task}.jsonl").read_text().splitlines()][:limit]
+    out = []
+    for doc in docs:
+        messages = [{"role": "user", "content": [{"type": "video", "url": str(TESTBED_TASK_DIR / "videos" / doc["video"])},
+                                                 {"type": "text", "text": doc["question"]}]}]
+        out.append((doc, prepare_inputs(target, messages)))
+    return out
 
 
 # -- time -------------------------------------------------------------------------------------------

@@ -53,8 +53,9 @@ class DecodeResult:
     accepted_per_position: list[int] = field(default_factory=list)  # [K] accepted count per draft position
     per_step_drafted: list[int] = field(default_factory=list)  # [rounds] draft tokens proposed in each round
     per_step_accepted: list[int] = field(default_factory=list)  # [rounds] draft tokens accepted in each round
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
+    prefill_s: float = 0.0  # target prefill + drafter start (its prefill, the pruning's ranking, the anchor finder)
+    decode_s: float = 0.0  # the loop after prefill, a late drafter start excluded
+    draft_prefill_s: float = 0.0  # the drafter start's share of prefill_s (0 when the drafter never started)
     stop_reason: str = ""  # eos | until | max_new_tokens
     draft_forward_s: float = 0.0  # only with profile=True: decode-time spent inside drafter forwards
     target_forward_s: float = 0.0  # only with profile=True: decode-time spent inside target forwards (probes excluded)
@@ -155,26 +156,28 @@ def decode(
     pending = [last]  # accepted tokens not yet fed to the drafter
     res.stop_reason = stop.push(last)
     d_sess, d_pre, finder = None, None, None
+    drafter_watch = Stopwatch(device=target.input_device)
     if speculative and solo <= 1 and not res.stop_reason:
+        drafter_watch.start()
         d_sess, d_pre, finder = start_drafter(draft, d_inputs, reserve, t_pre, t_sess, prune, factory,
                                               video_attention_layer)
         d_sess.profile = profile
+        res.draft_prefill_s = drafter_watch.stop()
     res.prefill_s = watch.stop()
     t_sess.profile = profile
     vocab = min(t_sess.vocab_size, draft.vocab_size) if speculative else t_sess.vocab_size
-    late_start_s = 0.0  # prefill of a drafter started inside the loop (moved from decode_s to prefill_s)
+    late_start_s = 0.0  # a drafter started inside the loop (moved from decode_s to prefill_s)
 
     watch.start()
     while not res.stop_reason:
         # 2. Draft: K greedy drafter steps; the first one also feeds the pending accepted tokens. A drafter
         #    held back by the schedule starts once `solo` tokens are out; until then a round drafts nothing.
         if speculative and d_sess is None and len(tokens) >= solo:
-            late = Stopwatch(device=target.input_device)
-            late.start()
+            drafter_watch.start()
             d_sess, d_pre, finder = start_drafter(draft, d_inputs, reserve, t_pre, t_sess, prune, factory,
                                                   video_attention_layer)
             d_sess.profile = profile
-            late_start_s = late.stop()
+            late_start_s = res.draft_prefill_s = drafter_watch.stop()
         k = min(k_max, cfg.max_new_tokens - len(tokens) - 1) if d_sess is not None else 0
         draft_ids: list[int] = []
         if k > 0:
