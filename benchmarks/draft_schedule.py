@@ -47,11 +47,13 @@ CAPTION_STATS = ("tau_mean", "tau_excl_pooled", "acceptance_rate_pooled", "exact
 
 
 def phases(res: Any) -> dict[str, float]:
-    """Where one decode's time went (seconds; profile=True)."""
-    engine = res.decode_s - res.draft_forward_s - res.target_forward_s - res.probe_s
-    return {"total": res.prefill_s + res.decode_s, "t_prefill": res.prefill_s - res.draft_prefill_s,
-            "d_prefill": res.draft_prefill_s, "drafting": res.draft_forward_s, "verify": res.target_forward_s,
-            "probes": res.probe_s, "engine": engine}
+    """Where one decode's time went (seconds; profile=True). A DecodeResult from before `draft_prefill_s` /
+    `probe_s` existed (a before/after comparison) counts them as 0."""
+    draft_prefill, probes = getattr(res, "draft_prefill_s", 0.0), getattr(res, "probe_s", 0.0)
+    engine = res.decode_s - res.draft_forward_s - res.target_forward_s - probes
+    return {"total": res.prefill_s + res.decode_s, "t_prefill": res.prefill_s - draft_prefill,
+            "d_prefill": draft_prefill, "drafting": res.draft_forward_s, "verify": res.target_forward_s,
+            "probes": probes, "engine": engine}
 
 
 def label(method: str, extra: dict[str, Any]) -> str:
@@ -96,7 +98,7 @@ def run_task(models: tuple[Any, Any, Any], task: str, limit: int, schedules: lis
             **{f"{k}_ms": 1e3 * statistics.median(p[k] for p in ph) for k in PHASES},
             "new_tokens_median": statistics.median(len(r.tokens) for r in results[i]),
             "rounds_median": statistics.median(r.rounds for r in results[i]),
-            "drafter_started": sum(r.draft_prefill_s > 0 for r in results[i]),
+            "drafter_started": sum(p["d_prefill"] > 0 or r.proposed > 0 for p, r in zip(ph, results[i])),
             "exact_match_ar": sum(r.tokens == a.tokens for r, a in zip(results[i], results[0])) / len(docs),
             "params": built[i].args.rule_params(),
         }

@@ -5,7 +5,8 @@ speed model's formulas.
   (benchmarks/real_size.py, benchmarks/testbed_cost.py, benchmarks/speed_model.py).
 - `tensor_bytes`, `weight_bytes`, `CacheMeter`, `memory_breakdown`, `PeakSampler`: what a decode holds in
   memory, split into weights and KV caches (benchmarks/real_size.py, benchmarks/overhead_memory.py).
-- `per_token_acceptance`, `leviathan`, `cost_model`, `predicted_decode_s`: the speed model (docs/speed.md).
+- `round_costs`, `per_token_acceptance`, `leviathan`, `cost_model`, `predicted_decode_s`: the speed model
+  (docs/speed.md).
 - `testbed_pair`, `testbed_docs`, `task_config`: the trained testbed pair loaded as the `lvspec_qwen` backend
   loads it, and the testbed tasks' docs with their model inputs and decode settings (the benchmarks that
   decode the testbed: draft_schedule, speed_model, overhead_memory).
@@ -108,6 +109,55 @@ def forward_costs(adapter: Any, inputs: dict[str, Any], k: int, reps: int, sizes
     return {"prefill_s": prefill_s, "step_s": block[1], "verify_s": block[k + 1], "block_s": block,
             "context_tokens": length, "kv_bytes_prefill": kv}
 
+
+
+def round_costs(target: Any, draft: Any, inputs: dict[str, Any], k: int, reps: int, feeds: Iterable[int] = (1, 2, 3)
+                ) -> dict[str, Any]:
+    """The forward costs of a decode, each timed in the pattern the decode loop runs it in (a forward is
+    slower after the other model's forward evicted its weights and cache from the CPU caches):
+
+    - `ar` pattern: the target alone, one-token steps back to back -> `ar_step_s`;
+    - speculative rounds: K drafter forwards (the first feeding p tokens, p cycling over `feeds`; the others
+      one token; last position's logits only) then one target block of m tokens, m cycling over 1..K+1 ->
+      `draft_first_s` {p: s}, `draft_step_s`, `target_block_s` {m: s}.
+
+    Both prefilled on `inputs`; each cache is cropped back after every forward (a fixed context). Medians
+    over `reps` cycles (each cycle: K+1 rounds and 10 `ar` steps)."""
+    import torch
+
+    device = target.input_device
+    t_sess, _ = target.start(inputs)
+    d_sess, _ = draft.start(inputs)
+    t_len, d_len = t_sess.length, d_sess.length
+    feeds = list(feeds)
+    ar: list[float] = []
+    first: dict[int, list[float]] = {p: [] for p in feeds}
+    step: list[float] = []
+    block: dict[int, list[float]] = {m: [] for m in range(1, k + 2)}
+    one = torch.tensor([1000])
+    for rep in range(reps):
+        for _ in range(10):
+            _, s = timed(device, lambda: t_sess.extend(one))
+            t_sess.crop(t_len)
+            ar.append(s)
+        for m in range(1, k + 2):
+            p = feeds[(rep + m) % len(feeds)]
+            ids = torch.full((p,), 1000, dtype=torch.long)
+            _, s = timed(device, lambda ids=ids: d_sess.extend(ids, last_only=True))
+            first[p].append(s)
+            for _ in range(k - 1):
+                _, s = timed(device, lambda: d_sess.extend(one, last_only=True))
+                step.append(s)
+            d_sess.crop(d_len)
+            ids = torch.full((m,), 1000, dtype=torch.long)
+            _, s = timed(device, lambda ids=ids: t_sess.extend(ids))
+            t_sess.crop(t_len)
+            block[m].append(s)
+    t_sess.close()
+    d_sess.close()
+    med = statistics.median
+    return {"ar_step_s": med(ar), "draft_first_s": {p: med(v) for p, v in first.items()}, "draft_step_s": med(step),
+            "target_block_s": {m: med(v) for m, v in block.items()}, "context_tokens": t_len}
 
 # -- memory -----------------------------------------------------------------------------------------
 
@@ -240,15 +290,22 @@ def cost_model(tau: float, k: int, t_step: float, t_draft: float, t_verify: floa
     return (tau + 1) * t_step / (k * t_draft + t_verify)
 
 
-def predicted_decode_s(per_step_drafted: list[int], target_block_s: dict[int, float], draft_step_s: float,
-                       draft_first_s: Optional[float] = None) -> float:
-    """Model forward time of one decode from its rounds: sum over rounds r of
-    drafted_r x t_draft + t_verify(drafted_r + 1), with t_verify(m) the target's measured m-token block and
-    t_draft the drafter's one-token step (`draft_first_s`, when given, for each round's first drafter
-    forward, which also feeds the tokens the drafter has not seen). `ar`: every round drafts 0."""
-    total = 0.0
-    for k in per_step_drafted:
-        total += target_block_s[k + 1]
-        if k:
-            total += (k - 1) * draft_step_s + (draft_first_s if draft_first_s is not None else draft_step_s)
+def predicted_decode_s(per_step_drafted: list[int], per_step_accepted: list[int], costs: dict[str, Any]) -> float:
+    """Model forward time of one decode from its rounds (docs/speed.md), with `costs` from `round_costs`:
+    `ar` (nothing drafted in any round): rounds x t_ar; otherwise the sum over rounds r of
+    t_T(k_r + 1) + t_D1(p_r) + (k_r - 1) t_D, with k_r the tokens drafted in round r, t_T(m) the target's
+    m-token block, t_D1(p) the round's first drafter step feeding p tokens (the previous round's correction
+    or bonus, plus d_K after a fully accepted round, plus every token of rounds that drafted nothing; p > 3
+    is costed as 3) and t_D a one-token drafter step."""
+    if not any(per_step_drafted):
+        return len(per_step_drafted) * costs["ar_step_s"]
+    first, widest = costs["draft_first_s"], max(costs["draft_first_s"])
+    total, pending = 0.0, 1
+    for k, n in zip(per_step_drafted, per_step_accepted):
+        total += costs["target_block_s"][k + 1]
+        if k == 0:
+            pending += 1
+            continue
+        total += first[min(pending, widest)] + (k - 1) * costs["draft_step_s"]
+        pending = 2 if n == k else 1
     return total
