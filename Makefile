@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo testbed testbed-llava testbed-task sweep reproduce-paper clean
+.PHONY: venv test demo testbed testbed-llava testbed-qwen3 testbed-task sweep reproduce-paper clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ testbed: venv
 # Retrain the LLaVA-OneVision testbed pair (same data and grammar; side by side, one thread each)
 testbed-llava: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m testbed.train --role llava_ov
+
+# Retrain the Qwen3-VL testbed pair (same data, grammar and bars as the Qwen2.5-VL pair; side by side, one thread each)
+testbed-qwen3: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m testbed.train --role qwen3_vl
 
 # Regenerate the testbed tasks' clips and docs (deterministic; the committed folder is its output)
 testbed-task: venv

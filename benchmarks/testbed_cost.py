@@ -9,7 +9,7 @@ the `ar` step), the drafter's steps of 1..3 tokens computing the last position's
 round's first step also feeds the tokens it has not seen); the models alternate clip by clip, so both see
 the same machine load. Prints medians over clips in ms and c.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.testbed_cost [--family qwen|llava_ov] [--clips 5] [--reps 5] [--threads 1]
+    OMP_NUM_THREADS=1 python -m benchmarks.testbed_cost [--family qwen|llava_ov|qwen3_vl] [--clips 5] [--reps 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def main() -> None:
     import torch
     from tabulate import tabulate
 
-    from benchmarks.measure import testbed_docs, testbed_pair
-    from lvspec_eval.adapters.llava_onevision import LlavaOnevisionAdapter
+    import importlib
+
+    from benchmarks.measure import testbed_docs
+    from lvspec_eval.lmms import BACKENDS
     from testbed.checkpoints import checkpoint
     from testbed.families import PAIRS
 
@@ -60,13 +62,12 @@ def main() -> None:
     p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     a = p.parse_args()
     pair = PAIRS[a.family]
+    module, _, backend = BACKENDS[pair.model].rpartition(".")
+    adapter_class = getattr(importlib.import_module(module), backend).adapter_class  # the pair's backend's adapter
     torch.set_num_threads(a.threads)
-    if a.family == "qwen":
-        _, target, draft = testbed_pair()
-    else:
-        video = dict(max_num_frames=8, min_pixels=3136, max_pixels=12544)
-        target, draft = (LlavaOnevisionAdapter.load(str(checkpoint(name)), dtype="float32", device_map="cpu", **video)
-                         for name in (pair.target, pair.drafter))
+    video = dict(max_num_frames=8, min_pixels=3136, max_pixels=12544)
+    target, draft = (adapter_class.load(str(checkpoint(name)), dtype="float32", device_map="cpu", **video)
+                     for name in (pair.target, pair.drafter))
     inputs = [inp for _, inp in testbed_docs(target, "caption", a.clips)]
     costs = pair_costs(target, draft, inputs, a.k, a.reps)
     t, d = costs["target"], costs["drafter"]

@@ -46,11 +46,22 @@ DEFAULT_DRAFT = "Qwen/Qwen2.5-VL-7B-Instruct"
 #: Paper's second family: LLaVA-OneVision-72B drafted by the 7B sibling (backend `lvspec_llava_ov`).
 DEFAULT_LLAVA_OV_TARGET = "llava-hf/llava-onevision-qwen2-72b-ov-hf"
 DEFAULT_LLAVA_OV_DRAFT = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+#: Qwen3-VL (backend `lvspec_qwen3_vl`): the largest dense Instruct model drafted by the 4B (about an eighth
+#: of its parameters; lmms-eval's own qwen3_vl default checkpoint; docs/qwen3_vl.md says why).
+DEFAULT_QWEN3_VL_TARGET = "Qwen/Qwen3-VL-32B-Instruct"
+DEFAULT_QWEN3_VL_DRAFT = "Qwen/Qwen3-VL-4B-Instruct"
 #: SpecVLM (method.md section 5): share of video tokens the pruned drafter keeps.
 DEFAULT_DRAFT_VIDEO_KEEP = 0.1
 #: Methods whose drafter sees a pruned video unless `draft_video_keep` says otherwise; Self-SD
-#: (`draft_pretrained=self`) always defaults to pruning as well.
-PRUNED_BY_DEFAULT = ("specvlm",)
+#: (`draft_pretrained=self`) always defaults to pruning as well. `lvspec`: the paper's drafter prefills
+#: on the SpecVLM-pruned video (method.md section 5); `random`: the paper's control of LVSpec, so the
+#: same drafter input; `fly` / `fly_plus` as AMD-AGI/FLy's code, which prunes nothing
+#: (docs/method_choices.md says why each).
+PRUNED_BY_DEFAULT = ("specvlm", "lvspec", "random")
+#: The `params` of a record (rule_params) that describe the drafter's pruned video.
+PRUNING_PARAMS = ("draft_video_keep", "draft_video_mass", "draft_video_layer", "draft_video_fill")
+#: The `params` of a record (rule_params) that say when the drafter starts (every drafting method's).
+SCHEDULE_PARAMS = ("draft_schedule", "short_answer_tokens")
 
 
 class ArgsError(ValueError):
@@ -71,6 +82,11 @@ class BuiltinDefaults:
     # decode's clean_up_tokenization_spaces for the answer text; None: the tokenizer's own setting
     clean_up_spaces: Optional[bool] = None
 
+    @property
+    def model(self) -> str:
+        """The built-in's `--model` name, by which lmms-eval resolves a task's model-specific prompt."""
+        return self.backend.split()[0]
+
 
 #: lmms-eval 0.7.3 `--model qwen2_5_vl` (the chat class, models/chat/qwen2_5_vl.py): loads bfloat16,
 #: max_new_tokens 128, never reads `until`, stops at the tokenizer's EOS, decodes without clean-up.
@@ -81,8 +97,14 @@ QWEN2_5_VL_BUILTIN = BuiltinDefaults("qwen2_5_vl", dtype="bfloat16", max_new_tok
 #: else ValueError) without using it, stops at the tokenizer's EOS, decodes with the tokenizer's clean-up.
 LLAVA_HF_BUILTIN = BuiltinDefaults("llava_hf --force_simple", dtype="auto", max_new_tokens=1024, until="drop",
                                    clean_up_spaces=None)
+#: lmms-eval 0.7.3 `--model qwen3_vl` (the chat class, models/chat/qwen3_vl.py over models/simple/qwen3_vl.py):
+#: loads bfloat16 (no dtype arg), max_new_tokens 128 (DEFAULT_GEN_KWARGS), never reads `until`, stops at the
+#: tokenizer's EOS, decodes without clean-up (and strips nothing unless enable_thinking, which lvspec leaves unset).
+QWEN3_VL_BUILTIN = BuiltinDefaults("qwen3_vl", dtype="bfloat16", max_new_tokens=128, until="ignore",
+                                   clean_up_spaces=False)
 #: The built-in each lvspec backend (lmms-eval model name) mirrors; torch-free for `lvspec-report`.
-BACKEND_BUILTINS = {"lvspec_qwen": QWEN2_5_VL_BUILTIN, "lvspec_llava_ov": LLAVA_HF_BUILTIN}
+BACKEND_BUILTINS = {"lvspec_qwen": QWEN2_5_VL_BUILTIN, "lvspec_llava_ov": LLAVA_HF_BUILTIN,
+                    "lvspec_qwen3_vl": QWEN3_VL_BUILTIN}
 
 
 @dataclass(frozen=True)
@@ -105,9 +127,10 @@ class LVSpecArgs:
     shift_window: int = 2  # w of position-shift tolerance; 0 disables it
     anchor_rule: str = "rank"
     anchor_side: str = "both"
-    # attention (this project's): target's attention share on the video in each verify forward; chosen on the
-    # testbed (reports/testbed.md); embedding / hidden are the paper's cosine relevance
-    relevance_repr: str = "attention"
+    # embedding: the paper's top-N cosine of the target's input embedding against the projected visual features
+    # (method.md section 3); hidden: the same at a decoder layer; attention (this project's, opt-in): the target's
+    # attention share on the video in each verify forward
+    relevance_repr: str = "embedding"
     relevance_layer: int = -1  # decoder layer for relevance_repr=hidden|attention (negative counts from the end)
     # FLy as AMD-AGI/FLy's code computes it (docs/baselines.md); the `in_block` / `top_k` values are options
     fly_window: int = 6  # W: a mismatch plus W-1 exact draft tokens after it
@@ -130,8 +153,9 @@ class LVSpecArgs:
     paired_baseline: bool = False
     stats_path: Optional[str] = None  # None: lvspec_runs/<UTC timestamp>_<method>.jsonl
     max_length: Optional[int] = None  # context limit; None: the target config's max_position_embeddings
-    # SpecVLM pruning of the drafter's video; None: DEFAULT_DRAFT_VIDEO_KEEP for `specvlm` and Self-SD,
-    # 1.0 (no pruning) otherwise; < 1 prunes for any drafting method (e.g. `lvspec`)
+    # SpecVLM pruning of the drafter's video; None: DEFAULT_DRAFT_VIDEO_KEEP for PRUNED_BY_DEFAULT (specvlm,
+    # lvspec, random) and Self-SD, 1.0 (no pruning) otherwise (sd, fly, fly_plus); 1.0 turns it off, < 1 prunes
+    # for any drafting method
     draft_video_keep: Optional[float] = None
     # as zju-jiyicheng/SpecVLM's code by default (docs/baselines.md)
     draft_video_mass: float = 0.4  # stage I: attention-mass share covered by top-attention tokens
@@ -232,10 +256,34 @@ class LVSpecArgs:
                           draft_video_fill=self.draft_video_fill)
         return params
 
+    def lossless_counterpart(self) -> Optional["LVSpecArgs"]:
+        """The lossless method with the same drafter and drafter input (strict rule), which a loose
+        method's tau is compared with: `specvlm` for a pruned separate drafter, `sd` otherwise (also
+        Self-SD, pruned or not). None for `ar`, `sd` and `specvlm` (their own reference)."""
+        found = lossless_counterpart(self.method, self.rule_params(), self.draft_pretrained)
+        if found is None:
+            return None
+        method, params = found
+        return self.replace(method=method, draft_video_keep=params.get("draft_video_keep", 1.0))
+
     def replace(self, **changes: Any) -> "LVSpecArgs":
         new = dataclasses.replace(self, **changes)
         new.validate()
         return new
+
+
+def lossless_counterpart(method: str, params: dict[str, Any], draft: Optional[str]) -> Optional[tuple[str, dict]]:
+    """(method, params) of the lossless run that a loose run of `method` with `params` (its recorded
+    rule_params) and drafter `draft` pairs with: the strict rule on the same drafter input, i.e. the
+    same K, the same pruning params and the same draft schedule. `specvlm` when a separate drafter sees a pruned video, `sd`
+    otherwise (`draft` "self" is Self-SD: `sd` with the target drafting, pruned or not). None for `ar`
+    and the lossless methods, which are their own reference. No torch: the report calls it."""
+    if method in LOSSLESS_METHODS:
+        return None
+    pruning = {k: params[k] for k in PRUNING_PARAMS if k in params}
+    schedule = {k: params[k] for k in SCHEDULE_PARAMS if k in params}
+    strict = "specvlm" if pruning and draft != "self" else "sd"
+    return strict, {"num_draft_tokens": params["num_draft_tokens"], **pruning, **schedule}
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:

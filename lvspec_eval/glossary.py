@@ -87,6 +87,9 @@ METRICS: dict[str, str] = {
     "ar_new_tokens_mean": "mean ar answer length (ar_new_tokens) over the same samples",
     "exact_match_ar_mean": "share of samples whose tokens and text equal ar's",
     "edit_sim_ar_mean": "mean token-level normalised Levenshtein similarity to ar's tokens",
+    "tau_ratio": "sum(tau) / sum(tau of the lossless counterpart) over the docs both decoded (paired by doc: mean tau "
+                 "/ mean counterpart tau); the counterpart is the strict rule on the same drafter input (`specvlm` for a "
+                 "pruned drafter, else `sd`: config.lossless_counterpart)",
     "score": "lmms-eval task score: mean of the per-sample metric values (or the results file's aggregate)",
     "retention": "sum(score) / sum(ar score) over docs that have both: mean score / mean ar score",
 }

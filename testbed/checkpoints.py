@@ -2,8 +2,8 @@
 
 Git stores each model compactly (``testbed/weights/<role>/``: reduced-vocabulary
 float32 safetensors + ``testbed.json`` with the architecture and the real ids of its rows).
-Roles: ``target`` / ``drafter`` (Qwen2.5-VL) and ``llava_target`` / ``llava_drafter``
-(LLaVA-OneVision). :func:`checkpoint` expands a role to its full vocabulary (Qwen2.5-VL: 151,936
+Roles: ``target`` / ``drafter`` (Qwen2.5-VL), ``llava_target`` / ``llava_drafter``
+(LLaVA-OneVision) and ``qwen3_target`` / ``qwen3_drafter`` (Qwen3-VL, 151,936 rows). :func:`checkpoint` expands a role to its full vocabulary (Qwen2.5-VL: 151,936
 rows; LLaVA-OneVision: 151,936 for the target and 152,064 for the drafter, whose embedding is
 padded further, as the 0.5B / 7B / 72B checkpoints differ) and writes a complete
 folder (config, weights, processor, tokenizer, chat template) under
@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-ROLES = ("target", "drafter", "llava_target", "llava_drafter")
+ROLES = ("target", "drafter", "llava_target", "llava_drafter", "qwen3_target", "qwen3_drafter")
 #: Full embedding rows per role (default: 151,936, Qwen2.5-VL's and LLaVA-OneVision-0.5B's).
 VOCAB_ROWS = {"llava_drafter": 152064}
 
@@ -52,7 +52,8 @@ def checkpoint(role: str, source: Path | None = None, cache: Path | None = None)
         raise FileNotFoundError(
             f"{source} holds no trained testbed {role} (model.safetensors + testbed.json); "
             "retrain with `make testbed` (python -m testbed.train --role all) or, for the "
-            "LLaVA-OneVision pair, `make testbed-llava` (--role llava_ov)"
+            "LLaVA-OneVision pair, `make testbed-llava` (--role llava_ov), for the Qwen3-VL pair "
+            "`make testbed-qwen3` (--role qwen3_vl)"
         )
     root = Path(cache) if cache is not None else cache_root() / "checkpoints"
     out = root / f"{role}-{_digest(source)}"

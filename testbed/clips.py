@@ -32,13 +32,19 @@ BACKGROUND_RGB = {"black": (12, 12, 12), "white": (242, 242, 242), "gray": (128,
 SPLIT_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 
 
-def split_seeds(split: str, n: int) -> list[int]:
-    """The first ``n`` clip seeds of ``split`` (train / val / test never share a seed)."""
+#: First index, within the val split, of the validation clips of the testbed tasks (`*_val`): the
+#: training's stop checks use the first `train.py --val-clips` (64) val clips, so the tasks' validation
+#: clips start far beyond them (tests/test_testbed.py checks every committed role's n_val against it).
+VAL_TASK_START = 1000
+
+
+def split_seeds(split: str, n: int, start: int = 0) -> list[int]:
+    """The clip seeds ``start`` .. ``start + n - 1`` of ``split`` (train / val / test never share a seed)."""
     if split not in SPLIT_BASE:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_BASE)}")
-    if n > 1_000_000:
-        raise ValueError("at most 1,000,000 clips per split")
-    base = SPLIT_BASE[split]
+    if start < 0 or start + n > 1_000_000:
+        raise ValueError("at most 1,000,000 clips per split (indices 0 .. 999,999)")
+    base = SPLIT_BASE[split] + start
     return list(range(base, base + n))
 
 

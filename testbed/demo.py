@@ -1,75 +1,125 @@
 """`make demo`: the main job on the embedded default, the offline testbed.
 
-Runs both testbed tasks (`lvspec_testbed_caption`, `lvspec_testbed_mcq`; the first 60 of the 200
-test clips each by default, `--limit 0` for all) with `ar`, `sd`, `lvspec`, `fly` and `random`
-through the real lmms-eval CLI (`--model
-lvspec_qwen`), with the trained tiny Qwen2.5-VL target and drafter (materialised from the
-compact weights in `testbed/weights/` into the cache folder on first use), then
-prints one table per task from `lvspec-report`'s summary: tau, acceptance rate, decode speedup
-over `ar`, exact match with `ar`, task score and retention. Speedups come from
-`paired_baseline=true`: every sample is also decoded with `ar` in the same process, so each
-ratio is measured side by side (machines are shared and noisy).
+Runs both testbed tasks (`lvspec_testbed_caption`, `lvspec_testbed_mcq`: TEST clips, the first 60
+of 200 each by default, `--limit 0` for all) with the named variants of testbed/variants.py side by
+side: the paper's `lvspec` (and its lossless counterpart `specvlm`, the same pruned drafter input),
+this project's `lvspec+attention` and `lvspec+target_prob`, `sd`, FLy and the paper's `random`
+control, through the real lmms-eval CLI (`--model lvspec_qwen`), with the trained tiny Qwen2.5-VL
+target and drafter (materialised from the compact weights in `testbed/weights/` into the cache
+folder on first use). Every loose variant's lossless counterpart is added when not asked for, and
+`ar` always runs. Settings are chosen on the validation clips (`python -m testbed.sweep`), never
+here (docs/testbed.md).
+
+Prints one table per task from `lvspec-report`'s summary (lvspec_eval.report.summary): tau_mean,
+tau_ratio to the lossless counterpart (paired by doc), decode speedup over `ar` by time and by token
+rate, exact match with `ar`, task score and retention, with bootstrap 95% intervals over clips.
+Speedups come from `paired_baseline=true`: every sample is also decoded with `ar` in the same
+process, so each ratio is measured side by side (machines are shared and noisy). Writes
+`summary.md` and `summary.json` (read by `python -m testbed.report`) into `--out`.
 
 With `--family llava_ov` the same runs use the trained tiny LLaVA-OneVision pair (`--model
-lvspec_llava_ov`, `make testbed-llava`). A method written `METHOD@self` runs Self-SD: the target
-drafts for itself from a pruned video (`draft_pretrained=self`); its rows read "METHOD (Self-SD)".
+lvspec_llava_ov`, `make testbed-llava`); with `--family qwen3_vl` the Qwen3-VL pair (`--model
+lvspec_qwen3_vl`, `make testbed-qwen3`). A variant written `NAME@self` runs Self-SD: the target
+drafts for itself from a pruned video (`draft_pretrained=self`); its rows read "NAME (Self-SD)".
 
-Usage: python -m testbed.demo [--methods ar,sd,lvspec,fly,random] [--tasks caption,mcq]
-                                  [--family qwen|llava_ov] [--limit N] [--out reports/demo]
+Usage: python -m testbed.demo [--methods ar,sd,specvlm,lvspec,lvspec+attention,...] [--tasks caption,mcq]
+                                  [--family qwen|llava_ov|qwen3_vl] [--limit N] [--out reports/demo]
                                   [--model-args k=v,...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Optional
 
+from lvspec_eval.report.lmms_files import parse_model_args
+from testbed import variants
 from testbed.runs import count_lines, run_lmms
 from testbed.families import PAIRS
 
 from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR
 TASKS = {"caption": "lvspec_testbed_caption", "mcq": "lvspec_testbed_mcq"}
-#: (summary field, header): the headers are the glossary's names (lvspec_eval.glossary.METRICS).
-COLUMNS = [("method", "method"), ("tau_mean", "tau_mean"), ("tau_excl_mean", "tau_excl_mean"),
-           ("acceptance_rate_pooled", "acceptance_rate_pooled"), ("acceptance_loose", "acceptance_loose"),
-           ("speedup_decode_pooled", "speedup_decode_pooled"), ("token_rate_speedup_pooled", "token_rate_speedup_pooled"),
-           ("new_tokens_mean", "new_tokens_mean"), ("ar_new_tokens_mean", "ar_new_tokens_mean"),
-           ("exact_match_ar_mean", "exact_match_ar_mean"), ("score", "score"), ("retention", "retention"),
-           ("failed", "failed")]
+#: The default variants (testbed/variants.py); counterparts are added where missing.
+DEFAULT_VARIANTS = "ar,sd,specvlm,lvspec,lvspec+attention,lvspec+target_prob,fly,random"
 
 
-def label(row: dict) -> str:
-    return f"{row['method']}@self" if row.get("draft") == "self" else row["method"]
+def _ci(value: Optional[float], ci: Optional[list[float]], digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
-def table(summary_rows: list[dict], methods: list[str]) -> str:
+#: (header, cell) of the demo table; headers are the glossary's names (lvspec_eval.glossary.METRICS).
+COLUMNS = (
+    ("variant", lambda r: r["variant_label"]),
+    ("origin", lambda r: r["origin"]),
+    ("vs (lossless, same drafter input)", lambda r: r.get("counterpart_variant") or "-"),
+    ("tau_mean", lambda r: _ci(r.get("tau_mean"), None)),
+    ("tau_ratio [95% CI]", lambda r: _ci(r.get("tau_ratio"), r.get("tau_ratio_ci"))),
+    ("speedup_decode_pooled [95% CI]", lambda r: _ci(r.get("speedup_decode_pooled"), r.get("speedup_decode_pooled_ci"))),
+    ("token_rate_speedup_pooled [95% CI]",
+     lambda r: _ci(r.get("token_rate_speedup_pooled"), r.get("token_rate_speedup_pooled_ci"))),
+    ("new_tokens_mean (ar)", lambda r: "-" if r.get("new_tokens_mean") is None
+     else f"{r['new_tokens_mean']:.1f} ({r['ar_new_tokens_mean']:.1f})"),
+    ("exact_match_ar_mean", lambda r: _ci(r.get("exact_match_ar_mean"), None)),
+    ("score", lambda r: _ci(r.get("score"), None)),
+    ("retention [95% CI]", lambda r: _ci(r.get("retention"), r.get("retention_ci"))),
+    ("failed", lambda r: str(r.get("failed", "-"))),
+)
+
+
+def table(rows: list[dict]) -> str:
+    """The demo table of summary rows that carry their variant (see `label_rows`), in the given order."""
     from tabulate import tabulate
 
-    order = {m: i for i, m in enumerate(methods)}
-    rows = sorted(summary_rows, key=lambda r: order.get(label(r), 99))
-    body = [[(f"{r['method']} (Self-SD)" if label(r).endswith("@self") else r["method"]) if key == "method"
-             else r.get(key) for key, _ in COLUMNS] for r in rows]
-    return tabulate(body, headers=[h for _, h in COLUMNS], tablefmt="github", floatfmt=".3f", missingval="-")
+    return tabulate([[cell(r) for _, cell in COLUMNS] for r in rows], headers=[h for h, _ in COLUMNS],
+                    tablefmt="github", disable_numparse=True)
+
+
+def run_name(task: str, spec: str) -> str:
+    """File-safe name of one run: `caption_lvspec_target_prob`, `caption_sd_self`."""
+    return f"{task}_" + spec.replace("+", "_").replace(variants.SELF, "_self")
+
+
+def label_rows(summary: Any, spec_of_file: dict[str, str], extra: dict[str, str]) -> list[dict]:
+    """Summary rows in variant order, each with its variant, origin and counterpart variant (from the
+    records file it was read from)."""
+    order = list(spec_of_file.values())
+    rows = []
+    for row, group in zip(summary.rows, summary.groups):
+        source = next(iter(group.sources.values())).rpartition(":")[0]
+        spec = spec_of_file.get(Path(source).name)
+        if spec is None:
+            continue
+        variant, _ = variants.parse(spec)
+        rows.append({**row, "variant": spec, "variant_label": variants.label(spec), "origin": variant.origin,
+                     "counterpart_variant": variants.counterpart(spec, extra)})
+    return sorted(rows, key=lambda r: order.index(r["variant"]))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="ar,sd,lvspec,fly,random")
+    p.add_argument("--methods", default=DEFAULT_VARIANTS,
+                   help="variants of testbed/variants.py (NAME or NAME@self), e.g. lvspec,lvspec+target_prob")
     p.add_argument("--tasks", default="caption,mcq")
     p.add_argument("--family", choices=sorted(PAIRS), default="qwen", help="which trained testbed pair")
     p.add_argument("--limit", type=int, default=60,
-                   help="samples per task (default 60, about 12 minutes on 2 cores; 0: all 200, about 45 minutes)")
+                   help="test clips per task (default 60: about 12-15 minutes alone on 2 cores; 0: all 200)")
     p.add_argument("--out", default=str(REPORTS / "demo"))
     p.add_argument("--model-args", default="", help="extra model args for every run, e.g. num_draft_tokens=8")
     a = p.parse_args(argv)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    methods = a.methods.split(",")
-    if "ar" not in methods:
-        methods.insert(0, "ar")  # retention and exact match pair with the ar run
+    extra = parse_model_args(a.model_args) if a.model_args else {}
+    specs = variants.with_counterparts(a.methods.split(","), extra)  # ar first; counterparts where missing
+    added = [x for x in specs if x not in a.methods.split(",")]
+    if added:
+        print(f"[demo] added {', '.join(added)}: ar, and the lossless counterpart of each loose variant", flush=True)
     t_start = time.time()
     print("[demo] materialising the testbed checkpoints (once, into the cache folder) ...", flush=True)
     from testbed.checkpoints import checkpoint
@@ -78,37 +128,47 @@ def main(argv: list[str] | None = None) -> None:
     target, draft = str(checkpoint(target_role)), str(checkpoint(draft_role))
     print(f"[demo] target {target}\n[demo] drafter {draft}", flush=True)
     runs: dict[str, list[Path]] = {}
+    spec_of_file: dict[str, dict[str, str]] = {}
     for task in a.tasks.split(","):
         if task not in TASKS:
             raise SystemExit(f"unknown task {task!r}; use {','.join(TASKS)}")
-        for spec in methods:
-            method, _, drafter = spec.partition("@")
-            if drafter not in ("", "self"):
-                raise SystemExit(f"unknown drafter in {spec!r}: write METHOD or METHOD@self (Self-SD)")
+        for spec in specs:
+            variant, self_draft = variants.parse(spec)
             total = a.limit or count_lines(TASK_DIR / f"{task}.jsonl")
-            name = f"{task}_{method}" + ("_self" if drafter else "")
-            stats = run_lmms(method, target, drafter or draft, task=TASKS[task], task_dir=TASK_DIR, out=out,
-                             name=name, extra_args=a.model_args, limit=a.limit, progress_total=total, model=model)
+            name = run_name(task, spec)
+            args = ",".join(x for x in (variant.args_text, a.model_args) if x)
+            stats = run_lmms(variant.method, target, "self" if self_draft else draft, task=TASKS[task],
+                             task_dir=TASK_DIR, out=out, name=name, extra_args=args, limit=a.limit,
+                             progress_total=total, model=model)
             runs.setdefault(task, []).extend([stats, out / "lmms" / name])
+            spec_of_file.setdefault(task, {})[stats.name] = spec
 
     from lvspec_eval.report.inputs import load_inputs
     from lvspec_eval.report.pairing import build_groups
     from lvspec_eval.report.summary import summarize
 
-    sections = []
+    sections, tables = [], {}
     for task, paths in runs.items():
         summary = summarize(build_groups(load_inputs(paths)), resamples=1000, seed=0)
-        text = table(summary.rows, methods)
-        metric = summary.rows[0].get("metric") if summary.rows else "-"
-        sections.append(f"### {TASKS[task]} (score: {metric})\n\n{text}\n")
-        print(f"\n{TASKS[task]} (score = {metric})\n{text}", flush=True)
+        rows = label_rows(summary, spec_of_file[task], extra)
+        tables[TASKS[task]] = rows
+        text = table(rows)
+        metric = rows[0].get("metric") if rows else "-"
+        sections.append(f"### {TASKS[task]} (test clips; score: {metric})\n\n{text}\n")
+        print(f"\n{TASKS[task]} (test clips; score = {metric})\n{text}", flush=True)
     minutes = (time.time() - t_start) / 60
     note = (f"Trained tiny testbed pair ({described}; --model {model}), float32, CPU, "
             f"{os.cpu_count()} cores; {minutes:.1f} min in all. ar decoded side by side in the same process "
-            f"(paired_baseline=true). Definitions of every column: docs/records.md (run-level statistics).")
+            f"(paired_baseline=true). Test clips; settings chosen on validation clips (docs/testbed.md). "
+            f"tau_ratio: tau over the lossless counterpart's (same drafter input), paired by doc. Intervals: "
+            f"bootstrap 95% over clips (1000 resamples, seed 0). Definitions: docs/records.md (run-level statistics).")
     cmd = "python -m testbed.demo " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "summary.md").write_text(f"# make demo\n\nCommand: `{cmd.strip()}`\n\n{note}\n\n" + "\n".join(sections))
-    print(f"\n{note}\nFiles: {out} (summary.md, records/, lmms/, logs/)", flush=True)
+    meta = {"command": cmd.strip(), "family": a.family, "model": model, "pair": described, "split": "test",
+            "limit": a.limit, "variants": specs, "minutes": round(minutes, 1), "cores": os.cpu_count(),
+            "dtype": "float32", "note": note}
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "tasks": tables}, indent=1, default=str) + "\n")
+    print(f"\n{note}\nFiles: {out} (summary.md, summary.json, records/, lmms/, logs/)", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What differs between the testbed's two model families: prompts, video tensors, model, checkpoint.
+"""What differs between the testbed's model families: prompts, video tensors, model, checkpoint.
 
 The training loop (``train.py``) and the checkpoint materialiser (``checkpoints.py``) are the same
 for both; a :class:`Family` supplies the rest:
@@ -9,6 +9,9 @@ for both; a :class:`Family` supplies the rest:
 * ``llava_onevision``: ``LlavaOnevisionForConditionalGeneration`` (Qwen2 text model with untied
   embeddings, SigLIP vision tower), the llava-hf tokenizer layout and chat template, frames from
   the LLaVA-OneVision video processor (8 x 3 x 112 x 112 -> 8 x 4 x 4 pooled tokens + 1 newline).
+* ``qwen3_vl``: ``Qwen3VLForConditionalGeneration`` (tied embeddings, q/k-norm attention, DeepStack),
+  the Qwen3 tokenizer and chat template with lmms-eval's system turn, frames resized to 96x96 as
+  qwen_vl_utils does and patched at 16 px (4 x 6 x 6 patches, 36 merged tokens in four timestamped slices).
 
 Every prompt is built the way evaluation builds it (the chat template of the saved checkpoint, the
 video placeholder expanded to the processor's token count), so a trained model sees the same
@@ -169,6 +172,103 @@ class QwenFamily(Family):
         return save_qwen2_5_vl_checkpoint(model, out, meta)
 
 
+class Qwen3VLFamily(QwenFamily):
+    """Qwen3-VL: ``Qwen3VLForConditionalGeneration`` (tied embeddings, DeepStack), the Qwen3 tokenizer and
+    chat template, frames resized as qwen_vl_utils resizes them for the evaluation (112x112 -> 96x96 at
+    the testbed's pixel bounds: multiples of 32) and patched by the Qwen3-VL video processor (4 x 6 x 6
+    patches of 16 px, 36 merged video tokens), the system turn and per-slice timestamps the processor
+    writes for an 8-frame clip at 8 fps, as lmms-eval's qwen3_vl (and ``lvspec_qwen3_vl``) builds it."""
+
+    name = "qwen3_vl"
+    patches = 144  # 8 frames of 96x96: 4 temporal x 6 x 6 patches of 16 px
+    patch_dim = 1536  # 3 channels x 2 frames x 16 x 16
+    grid_thw = (4, 6, 6)
+    pixel_shape = (patches, patch_dim)
+    video_tokens = patches // 4
+    cache_prefix = "qwen3_vl-"
+
+    def tokenizer(self) -> Any:
+        from testbed.fixtures.tiny_qwen3 import qwen3_tokenizer
+
+        return qwen3_tokenizer()
+
+    def chat_scaffold(self, tokenizer: Any) -> tuple[str, str]:
+        """The prompt the real processor writes for one testbed clip (system turn, `<t seconds>` and
+        a `<|vision_start|>...<|vision_end|>` block per temporal slice), split around the question."""
+        import torch
+
+        from lvspec_eval.adapters.qwen3_vl import SYSTEM_PROMPT
+        from testbed import clips
+
+        from testbed.fixtures.tiny_qwen3 import tiny_qwen3_vl_processor
+
+        processor = tiny_qwen3_vl_processor()  # the real Qwen3 tokenizer and chat template, as saved checkpoints
+        msgs = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+                {"role": "user", "content": [{"type": "video", "video": "x.mp4"}, {"type": "text", "text": "q"}]}]
+        text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        side = self.grid_thw[1] * 16
+        video = torch.zeros(clips.FRAMES, 3, side, side)
+        metadata = {"fps": float(clips.FPS), "frames_indices": list(range(clips.FRAMES)),
+                    "total_num_frames": clips.FRAMES}
+        ids = processor(text=[text], videos=[video], video_metadata=[metadata], do_resize=False,
+                        do_sample_frames=False, return_tensors="pt")["input_ids"][0]
+        head, tail = processor.tokenizer.decode(ids).split("q<|im_end|>")
+        if tokenizer.get_vocab() != processor.tokenizer.get_vocab():
+            raise ValueError("chat_scaffold needs the Qwen3 tokenizer (Qwen3VLFamily.tokenizer())")
+        return head, "<|im_end|>" + tail
+
+    def processor(self) -> Any:
+        from testbed.fixtures.tiny_qwen3 import qwen3_vl_video_processor
+
+        return qwen3_vl_video_processor()
+
+    def encode(self, frames: Any, processor: Any = None) -> Any:
+        """As the evaluation: qwen_vl_utils' resize (smart_resize to multiples of 32 within the testbed's
+        pixel bounds, bicubic, antialiased, to float), then the video processor without resizing."""
+        import torch
+        from qwen_vl_utils.vision_process import smart_resize
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # [T, 3, H, W] uint8
+        h, w = smart_resize(video.shape[2], video.shape[3], factor=32, **self.video_args)
+        video = TF.resize(video, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True).float()
+        proc = processor or self.processor()
+        metadata = {"fps": 8.0, "frames_indices": list(range(video.shape[0])), "total_num_frames": video.shape[0]}
+        pv = proc(videos=[video], video_metadata=[metadata], do_resize=False, do_sample_frames=False,
+                  return_tensors="pt")
+        if tuple(pv["video_grid_thw"][0].tolist()) != self.grid_thw:
+            raise RuntimeError(f"unexpected video grid {pv['video_grid_thw'].tolist()}; expected {self.grid_thw}")
+        return pv["pixel_values_videos"].numpy()
+
+    def batch_inputs(self, pixels: Any, b: int) -> dict[str, Any]:
+        import torch
+
+        return {"pixel_values_videos": torch.from_numpy(pixels.reshape(b * self.patches, self.patch_dim).astype("float32")),
+                "video_grid_thw": torch.tensor([self.grid_thw] * b)}
+
+    def config(self, spec: Any, vocab_size: int, token_ids: dict[str, int] | None) -> Any:
+        from testbed.fixtures.tiny_qwen3 import tiny_qwen3_vl_config
+
+        head_dim = 64 if spec.hidden >= 256 else 32
+        heads = max(1, spec.hidden // head_dim)
+        return tiny_qwen3_vl_config(hidden=spec.hidden, layers=spec.layers, heads=heads, kv_heads=max(1, heads // 2),
+                                    head_dim=head_dim, vision_hidden=spec.vision_hidden, vision_depth=spec.vision_depth,
+                                    deepstack=tuple(range(max(1, spec.vision_depth - 1))), vocab_size=vocab_size,
+                                    init_std=0.02, intermediate=spec.intermediate, tie_embeddings=True,
+                                    token_ids=token_ids)
+
+    def model_class(self) -> Any:
+        from transformers import Qwen3VLForConditionalGeneration
+
+        return Qwen3VLForConditionalGeneration
+
+    def save(self, model: Any, out: Any, meta: dict[str, Any]) -> Any:
+        from testbed.fixtures.tiny_qwen3 import save_qwen3_vl_checkpoint
+
+        return save_qwen3_vl_checkpoint(model, out, meta)
+
+
 class LlavaOnevisionFamily(Family):
     name = "llava_onevision"
     video_token = "<video>"
@@ -253,7 +353,7 @@ def tied_embeddings(config: Any) -> bool:
     return bool(getattr(config.get_text_config(), "tie_word_embeddings", False))
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (QwenFamily(), LlavaOnevisionFamily())}
+FAMILIES: dict[str, Family] = {f.name: f for f in (QwenFamily(), LlavaOnevisionFamily(), Qwen3VLFamily())}
 
 
 class Pair(NamedTuple):
@@ -270,6 +370,8 @@ PAIRS: dict[str, Pair] = {
     "qwen": Pair("lvspec_qwen", "target", "drafter", "Qwen2.5-VL architecture, full Qwen vocabulary"),
     "llava_ov": Pair("lvspec_llava_ov", "llava_target", "llava_drafter",
                      "LLaVA-OneVision architecture, full Qwen2 vocabulary, drafter embedding padded further"),
+    "qwen3_vl": Pair("lvspec_qwen3_vl", "qwen3_target", "qwen3_drafter",
+                     "Qwen3-VL architecture with DeepStack, full Qwen3 vocabulary"),
 }
 
 

@@ -1,14 +1,23 @@
-"""Write the testbed tasks' data: test-split clips (mp4) and the doc files of both tasks.
+"""Write the testbed tasks' data: test and validation clips (mp4) and the doc files of the four tasks.
 
-    python -m testbed.make_task [--n 200] [--out tasks/lvspec_testbed]
+    python -m testbed.make_task [--n 200] [--n-val 60] [--out tasks/lvspec_testbed]
 
-Deterministic: the same ``--n`` always gives the same docs and the same frames (the committed
-folder was made with the defaults). Docs:
+Deterministic: the same ``--n`` / ``--n-val`` always give the same docs and the same frames (the
+committed folder was made with the defaults). Two splits, disjoint clip seeds (testbed/clips.py):
 
-* ``caption.jsonl``: one doc per clip, ``{"doc_id", "video", "seed", "attributes", "question"}``
+* test (reported on): the first ``--n`` clips of the test split -> ``caption.jsonl``, ``mcq.jsonl``
+  (tasks ``lvspec_testbed_caption`` / ``lvspec_testbed_mcq``);
+* validation (settings are chosen on it; docs/testbed.md): ``--n-val`` clips of the val split from
+  index ``clips.VAL_TASK_START`` on, disjoint from the val clips the training's stop checks used ->
+  ``caption_val.jsonl``, ``mcq_val.jsonl`` (tasks ``lvspec_testbed_caption_val`` /
+  ``lvspec_testbed_mcq_val``, lmms-eval split ``validation``).
+
+Docs:
+
+* caption: one doc per clip, ``{"doc_id", "video", "seed", "attributes", "question"}``
   plus ``"answer"``, a reference caption in the target's style (for reading; the metric uses
   ``attributes``).
-* ``mcq.jsonl``: one question per clip, the attribute cycling over the five, with the options
+* mcq: one question per clip, the attribute cycling over the five, with the options
   listed in a fixed order per question type; ``"answer"`` is the letter.
 """
 
@@ -25,11 +34,21 @@ from testbed import grammar as g
 
 from testbed.paths import TESTBED_TASK_DIR as DEFAULT_OUT
 DEFAULT_N = 200
+DEFAULT_N_VAL = 60
+#: split -> (caption doc file, mcq doc file)
+DOC_FILES = {"test": ("caption.jsonl", "mcq.jsonl"), "val": ("caption_val.jsonl", "mcq_val.jsonl")}
 
 
-def docs(n: int = DEFAULT_N) -> tuple[list[dict], list[dict]]:
+def split_clip_seeds(split: str, n: int) -> list[int]:
+    """The clip seeds of the tasks' ``split`` (test: the first n; val: n from clips.VAL_TASK_START on)."""
+    if split not in DOC_FILES:
+        raise ValueError(f"unknown task split {split!r}; use one of {list(DOC_FILES)}")
+    return clips.split_seeds(split, n, start=clips.VAL_TASK_START if split == "val" else 0)
+
+
+def docs(n: int = DEFAULT_N, split: str = "test") -> tuple[list[dict], list[dict]]:
     caption_docs, mcq_docs = [], []
-    for i, seed in enumerate(clips.split_seeds("test", n)):
+    for i, seed in enumerate(split_clip_seeds(split, n)):
         attrs = clips.clip_attributes(seed)
         video = f"clip_{seed}.mp4"
         caption_docs.append({
@@ -45,22 +64,24 @@ def docs(n: int = DEFAULT_N) -> tuple[list[dict], list[dict]]:
     return caption_docs, mcq_docs
 
 
-def write(out: Path, n: int = DEFAULT_N) -> None:
-    caption_docs, mcq_docs = docs(n)
-    for name, rows in (("caption.jsonl", caption_docs), ("mcq.jsonl", mcq_docs)):
-        (out / name).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    for doc in caption_docs:  # always rewritten: a clip made by an older generator must not survive
-        clips.write_clip(out / "videos" / doc["video"], doc["seed"])
+def write(out: Path, n: int = DEFAULT_N, n_val: int = DEFAULT_N_VAL) -> None:
+    for split, count in (("test", n), ("val", n_val)):
+        caption_docs, mcq_docs = docs(count, split)
+        for name, rows in zip(DOC_FILES[split], (caption_docs, mcq_docs)):
+            (out / name).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        for doc in caption_docs:  # always rewritten: a clip made by an older generator must not survive
+            clips.write_clip(out / "videos" / doc["video"], doc["seed"])
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=DEFAULT_N)
+    p.add_argument("--n", type=int, default=DEFAULT_N, help="test clips")
+    p.add_argument("--n-val", type=int, default=DEFAULT_N_VAL, help="validation clips")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    write(a.out, a.n)
-    print(f"wrote {a.n} clips and docs to {a.out}")
+    write(a.out, a.n, a.n_val)
+    print(f"wrote {a.n} test and {a.n_val} validation clips and their docs to {a.out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """How well the testbed target and drafter see: both models with `ar` on both test tasks, through
 the lmms-eval CLI, per-attribute scores from lmms-eval's results files.
 
-    python -m testbed.quality [--family qwen|llava_ov] [--limit N] [--out reports/testbed_quality]
+    python -m testbed.quality [--family qwen|llava_ov|qwen3_vl] [--limit N] [--out reports/testbed_quality]
                                           [--score-only]   # re-read the last runs, run nothing
 """
 

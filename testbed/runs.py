@@ -25,10 +25,11 @@ def count_lines(path: Path) -> int:
 
 def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path, out: Path, name: str = "",
              extra_args: str = "", cwd: Path | None = None, limit: int | None = None,
-             progress_total: int | None = None, model: str = "lvspec_qwen") -> Path:
+             progress_total: int | None = None, model: str = "lvspec_qwen", dtype: str = "float32") -> Path:
     """One lmms-eval CLI run of ``method``: records in ``out/records/<name>.jsonl``, lmms-eval outputs in
     ``out/lmms/<name>``, log in ``out/logs/<name>.log`` (``name`` defaults to the method). ``extra_args``
-    are appended to --model_args; ``cwd`` is where the CLI runs (relative model paths resolve there).
+    are appended to --model_args; ``cwd`` is where the CLI runs (relative model paths resolve there); ``dtype``
+    is the model args' dtype (float32: the testbed's exact setting; the noise floor also runs bfloat16).
     With ``progress_total``, prints a progress line while it runs. Raises SystemExit when the run
     fails or writes no records (the CLI itself exits 0 even when an evaluation fails)."""
     name = name or method
@@ -37,7 +38,7 @@ def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path,
     # lmms-eval nests its files under the model path: a previous run with another checkpoint would
     # survive beside this one and be read back as if it were this run's
     shutil.rmtree(out / "lmms" / name, ignore_errors=True)
-    model_args = (f"pretrained={target},draft_pretrained={draft},method={method},dtype=float32,device_map=cpu,"
+    model_args = (f"pretrained={target},draft_pretrained={draft},method={method},dtype={dtype},device_map=cpu,"
                   f"{VIDEO_MODEL_ARGS},paired_baseline={'false' if method == 'ar' else 'true'},stats_path={stats}"
                   + (f",{extra_args}" if extra_args else ""))
     cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--device", "cpu",

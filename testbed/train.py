@@ -1,14 +1,15 @@
-"""Train the testbed's tiny target or drafter (Qwen2.5-VL or LLaVA-OneVision) from scratch (CPU).
+"""Train the testbed's tiny target or drafter (Qwen2.5-VL, LLaVA-OneVision or Qwen3-VL) from scratch (CPU).
 
     python -m testbed.train --role target     # or drafter; `--role all` (`make testbed`): both
     python -m testbed.train --role llava_ov   # the LLaVA-OneVision pair (`make testbed-llava`)
+    python -m testbed.train --role qwen3_vl   # the Qwen3-VL pair (`make testbed-qwen3`)
 
 Data: seeded clips (``clips.py``) rendered, H.264 round-tripped (the pixels evaluation sees) and
 turned into ``pixel_values_videos`` by the family's real video processor, cached once in
 ``$LVSPEC_CACHE/testbed/data-*``. Each training example is one of: a caption (the role's filler
 style), the short attribute list, or a multiple-choice question; anchor tokens weigh 3x in the loss.
-The model is the real ``Qwen2_5_VLForConditionalGeneration`` / ``LlavaOnevisionForConditionalGeneration``
-on a reduced vocabulary (``vocab.py``); what differs between the families is in ``families.py``.
+The model is the real ``Qwen2_5_VLForConditionalGeneration`` / ``LlavaOnevisionForConditionalGeneration`` /
+``Qwen3VLForConditionalGeneration`` on a reduced vocabulary (``vocab.py``); what differs between the families is in ``families.py``.
 
 Stopping is by a validation check, not a step count: every ``--eval-every`` steps the model
 captions and answers MCQs greedily on held-out validation clips; training stops at the first
@@ -99,9 +100,20 @@ ROLES: dict[str, RoleSpec] = {
     "llava_drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
                               style="drafter", stop_f1=0.72, stop_min_attr=0.0, stop_mcq=0.0, max_minutes=20, seed=4,
                               family="llava_onevision"),
+    # The Qwen3-VL pair (issue 15): the Qwen2.5-VL pair's widths, bars, budgets and vision pre-training
+    # (patch 16: the objects still move more than one patch per frame); the target's tower gets a DeepStack
+    # merger after its first block, the drafter's single block feeds both the merger and DeepStack.
+    "qwen3_target": RoleSpec(hidden=256, layers=2, intermediate=512, vision_hidden=64, vision_depth=2, lr=1.5e-3,
+                             style="target", stop_f1=0.97, stop_min_attr=0.92, stop_mcq=0.95, max_minutes=50, seed=5,
+                             family="qwen3_vl", vision_pretrain=((("motion",), 150), (("motion", "count", "shape"), 300)),
+                             vision_lr_scale=1.0, warmup_attribute="motion", warmup_steps=200),
+    "qwen3_drafter": RoleSpec(hidden=64, layers=1, intermediate=256, vision_hidden=32, vision_depth=1, lr=3e-3,
+                              style="drafter", stop_f1=0.72, stop_min_attr=0.0, stop_mcq=0.0, max_minutes=60, seed=6,
+                              family="qwen3_vl"),
 }
 #: ``--role`` groups: trained side by side, one thread each.
-PAIRS: dict[str, tuple[str, ...]] = {"all": ("target", "drafter"), "llava_ov": ("llava_target", "llava_drafter")}
+PAIRS: dict[str, tuple[str, ...]] = {"all": ("target", "drafter"), "llava_ov": ("llava_target", "llava_drafter"),
+                                     "qwen3_vl": ("qwen3_target", "qwen3_drafter")}
 
 
 def cache_root() -> Path:
@@ -463,7 +475,8 @@ def train_all(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--role", choices=sorted(ROLES) + sorted(PAIRS), required=True,
-                   help="a role, or a pair ('all': the Qwen2.5-VL pair, 'llava_ov': the LLaVA-OneVision pair): "
+                   help="a role, or a pair ('all': the Qwen2.5-VL pair, 'llava_ov': the LLaVA-OneVision pair, "
+                        "'qwen3_vl': the Qwen3-VL pair): "
                         "encode the clips once, then train both roles side by side (one thread each)")
     p.add_argument("--out", type=Path, default=None, help="default: testbed/weights/<role>")
     p.add_argument("--train-clips", type=int, default=4000)

@@ -44,6 +44,14 @@ def tiny_draft(ckpt_root) -> str:
 
 
 @pytest.fixture(scope="session")
+def task_dir(tmp_path_factory) -> Path:
+    """A copy of tasks/lvspec_tiny with its clips (shared by the CLI tests)."""
+    from testbed.fixtures.cli import copy_tiny_task
+
+    return copy_tiny_task(tmp_path_factory.mktemp("tasks") / "lvspec_tiny")
+
+
+@pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> list[str]:
     from testbed.fixtures.tiny import make_clip
 
@@ -116,8 +124,78 @@ def llava_inputs(llava_target, clips) -> list[dict]:
     return [llava_target.prepare(video_messages(llava_target, c)) for c in clips]
 
 
-# -- both families: tests that take `target` / `draft` / `inputs` run once per family ------------
-FAMILIES = {"qwen2_5_vl": "qwen", "llava_onevision": "llava"}
+# -- Qwen3-VL (tiny, real architecture, DeepStack on, real Qwen3 vocabulary): dense and MoE -----------
+from testbed.fixtures.tiny_qwen3 import QWEN3_VL_VIDEO_ARGS  # noqa: E402  (8 frames -> 4 x 16 video tokens)
+
+
+def _qwen3(ckpt_root, name: str, seed: int, moe: bool, **config) -> str:
+    from testbed.fixtures.tiny_qwen3 import build_tiny_qwen3_vl
+
+    return str(build_tiny_qwen3_vl(ckpt_root / name, seed=seed, moe=moe, **config))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_target(ckpt_root) -> str:  # dense, untied embeddings (as the 8B / 32B)
+    return _qwen3(ckpt_root, "qwen3_target", 0, False)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_moe_target(ckpt_root) -> str:
+    """MoE; "A1B" in the name so that lmms-eval's qwen3_vl loads it as MoE. Seed 4: random tiny models
+    rarely agree, and with this one the relaxed rules (target_prob at lambda 0.999, a pruned Self-SD
+    drafter) find something to accept in the shared tests (seed 2 did not)."""
+    return _qwen3(ckpt_root, "qwen3_moe_target-A1B", 4, True)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_draft(ckpt_root) -> str:  # dense, tied embeddings (as the 2B / 4B), 2 layers
+    return _qwen3(ckpt_root, "qwen3_draft", 3, False, layers=2, tie_embeddings=True)
+
+
+def _qwen3_adapter(path):
+    from lvspec_eval.adapters.qwen3_vl import Qwen3VLAdapter
+
+    return Qwen3VLAdapter.load(path, dtype="float32", device_map="cpu", **QWEN3_VL_VIDEO_ARGS)
+
+
+@pytest.fixture(scope="session")
+def qwen3_target(tiny_qwen3_target):
+    return _qwen3_adapter(tiny_qwen3_target)
+
+
+@pytest.fixture(scope="session")
+def qwen3_moe_target(tiny_qwen3_moe_target):
+    return _qwen3_adapter(tiny_qwen3_moe_target)
+
+
+@pytest.fixture(scope="session")
+def qwen3_draft(tiny_qwen3_draft):
+    return _qwen3_adapter(tiny_qwen3_draft)
+
+
+@pytest.fixture(scope="session")
+def qwen3_inputs(qwen3_target, clips) -> list[dict]:
+    return [qwen3_target.prepare(video_messages(qwen3_target, c)) for c in clips]
+
+
+# the MoE pair: the MoE target drafted by the small dense model (as a 30B-A3B drafted by a 2B)
+@pytest.fixture(scope="session")
+def qwen3moe_target(qwen3_moe_target):
+    return qwen3_moe_target
+
+
+@pytest.fixture(scope="session")
+def qwen3moe_draft(qwen3_draft):
+    return qwen3_draft
+
+
+@pytest.fixture(scope="session")
+def qwen3moe_inputs(qwen3_moe_target, clips) -> list[dict]:
+    return [qwen3_moe_target.prepare(video_messages(qwen3_moe_target, c)) for c in clips]
+
+
+# -- every family: tests that take `target` / `draft` / `inputs` run once per family --------------
+FAMILIES = {"qwen2_5_vl": "qwen", "llava_onevision": "llava", "qwen3_vl": "qwen3", "qwen3_vl_moe": "qwen3moe"}
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from lvspec_eval.config import BACKEND_BUILTINS, LLAVA_HF_BUILTIN, QWEN2_5_VL_BUILTIN, UNTIL_POLICIES
+from lvspec_eval.config import BACKEND_BUILTINS, LLAVA_HF_BUILTIN, QWEN2_5_VL_BUILTIN, QWEN3_VL_BUILTIN, UNTIL_POLICIES
 from lvspec_eval.lmms import BACKENDS
 
 
@@ -83,6 +83,34 @@ def test_llava_ov_mirrors_the_simple_llava_hf():
     assert "batch_decode(cont, skip_special_tokens=True)" in gen and LLAVA_HF_BUILTIN.clean_up_spaces is None
 
 
+def test_qwen3_vl_mirrors_the_chat_qwen3_vl_that_the_cli_picks():
+    """The chat class's generate_until over the simple class's constructor and generate kwargs."""
+    cls = builtin_class(QWEN3_VL_BUILTIN.backend)
+    assert cls.__module__ == "lmms_eval.models.chat.qwen3_vl" and cls.is_simple is False
+    gen, kwargs = source(cls.generate_until), source(cls._build_generate_kwargs)
+    assert "generate_kwargs = self._build_generate_kwargs(gen_kwargs)" in gen
+    # dtype: fixed in the constructor (no dtype argument)
+    assert "dtype" not in inspect.signature(cls.__init__).parameters
+    assert re.findall(r'dtype_key:\s*"(\w+)"', source(cls.__init__)) == [QWEN3_VL_BUILTIN.dtype]
+    # max_new_tokens when the task sets none: the class defaults under the task's kwargs
+    assert "current = {**self.DEFAULT_GEN_KWARGS, **gen_kwargs}" in kwargs
+    assert '"max_new_tokens": current["max_new_tokens"]' in kwargs
+    assert cls.DEFAULT_GEN_KWARGS["max_new_tokens"] == QWEN3_VL_BUILTIN.max_new_tokens
+    # `until` is never read (neither where the request is decoded nor where generate's kwargs are built)
+    assert not until_loads(cls.generate_until) and not until_loads(cls._build_generate_kwargs)
+    assert '"until"' not in gen + kwargs and QWEN3_VL_BUILTIN.until == "ignore"
+    # EOS: the tokenizer's; greedy unless temperature > 0; decode without clean-up
+    assert '"eos_token_id": self.tokenizer.eos_token_id' in kwargs
+    assert 'if current.get("temperature", 0) > 0:' in kwargs
+    assert "skip_special_tokens=True" in gen
+    assert re.findall(r"clean_up_tokenization_spaces=(\w+)", gen) == [str(QWEN3_VL_BUILTIN.clean_up_spaces)]
+    # the answer is stripped only of a thinking block, and only with enable_thinking (default: unset);
+    # lmms-eval's task code strips the response of every backend alike
+    assert "ans = self._strip_thinking(ans)" in gen
+    assert "if self.enable_thinking:" in source(cls._strip_thinking)
+    assert inspect.signature(cls.__init__).parameters["enable_thinking"].default is None
+
+
 def test_the_until_policies_name_what_lmms_eval_backends_do():
     """`honour_except_blank_line` is the simple qwen2_5_vl's treatment (drops "\\n\\n", cuts at the rest)."""
     simple = builtin_class("qwen2_5_vl --force_simple")
@@ -94,6 +122,7 @@ def test_the_until_policies_name_what_lmms_eval_backends_do():
 @pytest.mark.parametrize("cls_path,ckpt,expected", [
     ("lvspec_eval.lmms.qwen.LVSpecQwen", "tiny_target", torch.bfloat16),  # as qwen2_5_vl: bfloat16
     ("lvspec_eval.lmms.llava_ov.LVSpecLlavaOV", "tiny_llava_target", torch.float32),  # as llava_hf: the checkpoint's
+    ("lvspec_eval.lmms.qwen3_vl.LVSpecQwen3VL", "tiny_qwen3_target", torch.bfloat16),  # as qwen3_vl: bfloat16
 ])
 def test_the_family_dtype_applies_when_the_user_gives_none(cls_path, ckpt, expected, request, tmp_path):
     import importlib

@@ -8,16 +8,10 @@ import pytest
 
 from lvspec_eval.metrics import schema
 from lvspec_eval.metrics.records import read_records
-from testbed.fixtures.cli import PIXELS, TINY_TASK as TASK, copy_tiny_task, outputs, response, run_cli, task_variant
+from testbed.fixtures.cli import PIXELS, TINY_TASK as TASK, outputs, response, run_cli, task_variant
 from testbed.fixtures.tiny import declare_eos, swap_token_rows
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory) -> Path:
-    """A copy of tasks/lvspec_tiny with its clips."""
-    return copy_tiny_task(tmp_path_factory.mktemp("tasks") / "lvspec_tiny")
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,10 @@ def test_defaults_follow_the_paper():
     assert (a.fly_window, a.fly_window_rule, a.fly_entropy, a.fly_entropy_top_k, a.fly_entropy_norm) == (
         6, "amd", 0.3, 3, "full")
     assert (a.draft_video_mass, a.draft_video_layer, a.draft_video_fill) == (0.4, None, "linspace")
-    # chosen on the testbed (reports/testbed.md): the paper's cosine relevance stays selectable
-    assert (a.anchor_rule, a.relevance_repr, a.relevance_layer) == ("rank", "attention", -1)
+    # the paper's reading (method.md section 3): rank rule, top-N cosine of the input embedding against the
+    # projected visual features; this project's attention / target_prob stay opt-in
+    assert (a.anchor_rule, a.anchor_side, a.relevance_repr, a.relevance_layer) == ("rank", "both", "embedding", -1)
+    assert a.method == "lvspec" and a.draft_video_keep is None and a.video_keep() == 0.1  # pruned drafter (section 5)
 
 
 def test_unknown_arg_lists_valid_ones():
@@ -71,11 +73,15 @@ def test_rule_params_are_the_method_settings():
 
 
 def test_draft_video_keep_defaults_per_method():
-    """specvlm and Self-SD prune to 10% unless told otherwise; other methods prune only when asked."""
-    assert LVSpecArgs(method="specvlm").video_keep() == 0.1
-    assert LVSpecArgs(method="sd", draft_pretrained="self").video_keep() == 0.1
+    """specvlm, lvspec (the paper's drafter input), random (the paper's control of lvspec) and Self-SD prune to
+    10% unless told otherwise; sd, fly and fly_plus (AMD-AGI/FLy prunes nothing) only when asked."""
+    for name in ("specvlm", "lvspec", "random"):
+        assert LVSpecArgs(method=name).video_keep() == 0.1, name
+    for name in ("sd", "fly", "fly_plus"):
+        assert LVSpecArgs(method=name).video_keep() == 1.0, name
+        assert LVSpecArgs(method=name, draft_pretrained="self").video_keep() == 0.1, name
     assert LVSpecArgs(method="lvspec", draft_pretrained="self").video_keep() == 0.1
-    assert LVSpecArgs(method="sd").video_keep() == 1.0 and LVSpecArgs(method="lvspec").video_keep() == 1.0
+    assert LVSpecArgs(method="lvspec", draft_video_keep=1.0).video_keep() == 1.0  # the unpruned drafter, opt-in
     assert LVSpecArgs(method="lvspec", draft_video_keep=0.2).video_keep() == 0.2
     assert LVSpecArgs(method="specvlm", draft_video_keep=1.0).video_keep() == 1.0
     assert LVSpecArgs(method="ar", draft_video_keep=0.2).video_keep() == 1.0  # ar drafts nothing
@@ -88,8 +94,40 @@ def test_draft_video_keep_defaults_per_method():
     assert LVSpecArgs.from_kwargs(draft_video_layer="none").draft_video_layer is None
     assert LVSpecArgs.from_kwargs(draft_video_layer="all").draft_video_layer is None
     assert LVSpecArgs.from_kwargs(draft_video_layer=" ALL ").draft_video_layer is None
-    assert "draft_video_keep" in LVSpecArgs(method="lvspec", draft_video_keep=0.3).rule_params()
-    assert "draft_video_keep" not in LVSpecArgs(method="lvspec").rule_params()
+    assert LVSpecArgs(method="lvspec", draft_video_keep=0.3).rule_params()["draft_video_keep"] == 0.3
+    assert LVSpecArgs(method="lvspec").rule_params()["draft_video_keep"] == 0.1
+    assert "draft_video_keep" not in LVSpecArgs(method="lvspec", draft_video_keep=1.0).rule_params()
+    assert "draft_video_keep" not in LVSpecArgs(method="fly").rule_params()
+
+
+def test_lossless_counterpart_has_the_same_drafter_input():
+    """A loose method pairs with the strict rule on the same drafter input: specvlm for a pruned separate
+    drafter (lvspec, random by default), sd for an unpruned one (fly, fly_plus, lvspec with
+    draft_video_keep=1), sd@self for Self-SD; the counterpart's rule_params are the loose run's K and
+    pruning params, so its records carry exactly those params."""
+    from lvspec_eval.config import lossless_counterpart
+
+    cases = [
+        (dict(method="lvspec"), "specvlm", {"num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4,
+                                            "draft_video_layer": None, "draft_video_fill": "linspace"}),
+        (dict(method="random", num_draft_tokens=6, draft_video_keep=0.25, draft_video_fill="dither"), "specvlm",
+         {"num_draft_tokens": 6, "draft_video_keep": 0.25, "draft_video_mass": 0.4, "draft_video_layer": None,
+          "draft_video_fill": "dither"}),
+        (dict(method="fly"), "sd", {"num_draft_tokens": 10}),
+        (dict(method="fly_plus", num_draft_tokens=4), "sd", {"num_draft_tokens": 4}),
+        (dict(method="lvspec", draft_video_keep=1.0), "sd", {"num_draft_tokens": 10}),
+        (dict(method="lvspec", draft_pretrained="self"), "sd",
+         {"num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": None,
+          "draft_video_fill": "linspace"}),
+    ]
+    for kwargs, strict, params in cases:
+        args = LVSpecArgs(**kwargs)
+        other = args.lossless_counterpart()
+        assert (other.method, other.rule_params()) == (strict, params), kwargs
+        assert other.draft_pretrained == args.draft_pretrained
+        assert lossless_counterpart(args.method, args.rule_params(), args.draft_pretrained) == (strict, params)
+    for name in ("ar", "sd", "specvlm"):
+        assert LVSpecArgs(method=name).lossless_counterpart() is None
 
 
 def test_entry_point_module_does_not_import_torch():

@@ -1,5 +1,5 @@
-"""The correctness invariant on tiny Qwen2.5-VL and LLaVA-OneVision models (every test runs for both
-families): lossless methods == plain greedy, token for token. The LLaVA-OneVision drafter has more
+"""The correctness invariant on tiny Qwen2.5-VL, LLaVA-OneVision and Qwen3-VL (dense and MoE) models
+(every test runs for every family of conftest.FAMILIES): lossless methods == plain greedy, token for token. The LLaVA-OneVision drafter has more
 embedding rows than its target (152064 vs 151936), as the real 0.5B/7B/72B models differ."""
 
 import pytest

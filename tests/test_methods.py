@@ -54,7 +54,16 @@ def test_capture_and_probe_layers_only_where_the_finder_reads_them(rule, repr_ki
 
 
 def test_pruning_follows_the_video_keep_of_the_args():
-    assert method("sd").pruning is None and method("lvspec").pruning is None and method("ar").pruning is None
+    for name in ("sd", "fly", "fly_plus", "ar"):  # full video (FLy's code prunes nothing)
+        assert method(name).pruning is None, name
+    for name in ("lvspec", "random"):  # the paper's drafter input (method.md section 5), SpecVLM's defaults
+        assert method(name).pruning == VideoPruning(keep=0.1, mass=0.4, layer="all", fill="linspace"), name
+    assert method("lvspec", draft_video_keep=1.0).pruning is None  # the unpruned drafter, opt-in
+    # the paper's relevance by default: top-N cosine of the input embedding, no hidden capture or attention probe
+    default = method("lvspec")
+    assert default.anchors == AnchorSpec(rule=AnchorRule.RANK, relax_ratio=0.7, side=AnchorSide.BOTH,
+                                         repr_kind=RelevanceRepr.EMBEDDING, top_n=10)
+    assert (default.capture_layer, default.probe_layer) == (None, None)
     assert method("specvlm", draft_video_mass=0.3, draft_video_layer=1).pruning == VideoPruning(keep=0.1, mass=0.3,
                                                                                                  layer=1)
     assert method("sd", draft_pretrained="self").pruning == VideoPruning(keep=0.1)  # SpecVLM's mass, layers, fill
@@ -89,7 +98,7 @@ def test_choice_enums_match_the_model_args_choices():
 
 # -- one place: nobody else constructs a rule, a finder or a pruning -----------------------------
 BUILDER = "lvspec_eval/engine/methods.py"
-RELEVANCE = "lvspec_eval/relevance/__init__.py"
+RELEVANCE = "lvspec_eval/relevance.py"
 #: constructor (or factory) -> the only file allowed to call it
 ONLY_IN = {
     **{name: BUILDER for name in ("StrictRule", "LVSpecRule", "FlyRule", "FlyPlusRule", "RandomRule", "AnchorSpec",

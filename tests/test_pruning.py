@@ -1,6 +1,6 @@
 """SpecVLM pruning of the drafter's video: the selection (pure tensors), the attention probe
 against eager attention weights, pruned prefill at the original positions, `specvlm` == `ar`,
-Self-SD, vocabulary padding and tokenizer refusal, for both families."""
+Self-SD, vocabulary padding and tokenizer refusal, for every family of conftest.FAMILIES."""
 
 from types import SimpleNamespace
 

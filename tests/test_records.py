@@ -187,9 +187,11 @@ def test_docs_tables_are_generated_from_the_schema():
 
 def test_every_glossary_metric_is_computed_once():
     from lvspec_eval import glossary
-    from lvspec_eval.metrics.aggregate import STATISTICS
+    from lvspec_eval.metrics import aggregate
 
-    assert set(STATISTICS) | {"score", "retention"} == set(glossary.METRICS)
+    # single-run statistics; score and retention (lmms-eval's scores); tau_ratio (a run against its counterpart)
+    assert set(aggregate.STATISTICS) | {"score", "retention", "tau_ratio"} == set(glossary.METRICS)
+    assert callable(aggregate.tau_ratio)
 
 
 # -- results.json's block -------------------------------------------------------------------------------

@@ -36,9 +36,11 @@ from lvspec_eval.report.pairing import build_groups
 from lvspec_eval.report.summary import bootstrap_ratio, render, summarize
 
 TASK = "cap"
+#: LVSpecArgs(method="lvspec", num_draft_tokens=4).rule_params(): the paper's defaults, pruned drafter
 LVSPEC_PARAMS = {"num_draft_tokens": 4, "relax_ratio": 0.7, "top_n": 10, "shift_window": 2, "anchor_rule": "rank",
-                 "anchor_side": "both", "relevance_repr": "attention", "relevance_layer": -1}
-LVSPEC_PARAMS.update(draft_schedule="auto", short_answer_tokens=32)  # every drafting method records its schedule
+                 "anchor_side": "both", "relevance_repr": "embedding", "relevance_layer": -1, "draft_video_keep": 0.1,
+                 "draft_video_mass": 0.4, "draft_video_layer": None, "draft_video_fill": "linspace",
+                 "draft_schedule": "auto", "short_answer_tokens": 32}
 
 
 def record(method, doc_id, **fields):
@@ -233,6 +235,34 @@ def test_bootstrap_is_seeded_percentile_over_samples(runs):
     none = rows_by_method(summary_of(runs, resamples=0)[0])["lvspec"]
     assert none["speedup_decode_pooled_ci"] is None and none["retention_ci"] is None
     assert bootstrap_ratio([], [], 1000, 0) is None
+
+
+SPECVLM_PARAMS = {k: v for k, v in LVSPEC_PARAMS.items() if k == "num_draft_tokens" or k.startswith("draft_video")}
+
+
+def test_tau_ratio_pairs_a_loose_row_with_the_lossless_run_of_the_same_drafter_input(runs, tmp_path):
+    """lvspec (pruned drafter, K=4) pairs with specvlm of the same K and pruning, never with sd (K=2, full video):
+    specvlm docs 0 and 2 only, taus 8/4 = 2 and 2/1 = 2; lvspec's taus there 4 and 2 -> (4 + 2) / (2 + 2) = 1.5."""
+    lv = rows_by_method(summary_of(runs)[0])["lvspec"]
+    assert (lv["counterpart"], lv["tau_ratio"], lv["tau_ratio_pairs"]) == ("specvlm", None, 0)
+    assert lv["counterpart_settings"] == SPECVLM_PARAMS
+    assert any("no tau_ratio: no specvlm run with the same drafter input" in n for n in lv["notes"])
+    assert rows_by_method(summary_of(runs)[0])["sd"]["counterpart"] is None  # lossless: its own reference
+    write_jsonl(runs / "specvlm.jsonl", [
+        spec_record("specvlm", 0, SPECVLM_PARAMS, [1, 2, 3, 4, 5], "a b c d e", 2, (2, 0, 0), [1, 1, 0, 0], 0.5, 2.0,
+                    proposed=8),
+        spec_record("specvlm", 2, SPECVLM_PARAMS, [7, 8, 9], "x", 1, (1, 0, 0), [1, 0, 0, 0], 1.0, 1.0, proposed=4),
+    ])
+    write_jsonl(tmp_path / "other_k.jsonl", [  # another K: not the counterpart
+        spec_record("specvlm", d, dict(SPECVLM_PARAMS, num_draft_tokens=2), [1, 2, 3], "a", 2, (0, 0, 0), [0, 0],
+                    0.5, 1.0, proposed=4) for d in (0, 1, 2)])
+    summary, _ = summary_of(runs, tmp_path / "other_k.jsonl", resamples=1000, seed=0)
+    lv = rows_by_method(summary)["lvspec"]
+    assert (lv["counterpart"], lv["tau_ratio"], lv["tau_ratio_pairs"]) == ("specvlm", 1.5, 2)
+    idx = np.random.default_rng(0).integers(0, 2, size=(1000, 2))
+    mine, theirs = np.array([4.0, 2.0]), np.array([2.0, 2.0])
+    assert lv["tau_ratio_ci"] == np.percentile(mine[idx].sum(1) / theirs[idx].sum(1), [2.5, 97.5]).tolist()
+    assert "1.50x [" in render(summary, "table") and "(specvlm)" in render(summary, "table")
 
 
 def test_retention_without_ar_scores_is_none_with_a_note(runs, tmp_path):

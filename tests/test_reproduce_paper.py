@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.reproduce_paper import FAMILIES, METHOD_RUNS, PAPER_ROWS, main, paper_table, placement
 from lvspec_eval.config import LVSpecArgs
-from lvspec_eval.report.load import parse_model_args
+from lvspec_eval.report.lmms_files import parse_model_args
 from lvspec_eval.metrics.records import read_records
 from testbed.paths import REPO
 

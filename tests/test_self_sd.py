@@ -1,12 +1,13 @@
 """Self-SD through the real backends (in process): `draft_pretrained=self` loads ONE model, drafts
-with the target's weights on a pruned video, and is lossless; for both families."""
+with the target's weights on a pruned video, and is lossless; for every family (Qwen3-VL: the MoE model)."""
 
 import pytest
 
 import lvspec_eval.adapters.llava_onevision as llava_mod
 import lvspec_eval.adapters.qwen2_5_vl as qwen_mod
+import lvspec_eval.adapters.qwen3_vl as qwen3_mod
 
-from conftest import VIDEO_ARGS
+from conftest import QWEN3_VL_VIDEO_ARGS, VIDEO_ARGS
 from lvspec_eval.engine import build_method
 from lvspec_eval.lmms.inputs import prepare_inputs
 from lvspec_eval.pruning import keep_budget
@@ -15,6 +16,7 @@ BACKENDS = {
     "qwen2_5_vl": ("lvspec_eval.lmms.qwen", "LVSpecQwen", qwen_mod, "tiny_target", VIDEO_ARGS),
     "llava_onevision": ("lvspec_eval.lmms.llava_ov", "LVSpecLlavaOV", llava_mod, "tiny_llava_target",
                         {"max_num_frames": 8}),
+    "qwen3_vl": ("lvspec_eval.lmms.qwen3_vl", "LVSpecQwen3VL", qwen3_mod, "tiny_qwen3_moe_target", QWEN3_VL_VIDEO_ARGS),
 }
 
 

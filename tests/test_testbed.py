@@ -145,6 +145,35 @@ def test_committed_task_docs_match_the_generator():
     assert {d["attribute"] for d in mcq_docs} == set(g.ATTRIBUTES)
 
 
+def test_validation_tasks_are_disjoint_from_test_and_from_the_training_checks():
+    """Settings are chosen on lvspec_testbed_*_val (docs/testbed.md): committed docs equal the generator's, their
+    clips exist, and their seeds share nothing with the test clips nor with the val clips every committed role's
+    stop checks used (the first n_val of the val split)."""
+    from testbed.make_task import DEFAULT_N_VAL, DOC_FILES, docs
+
+    caption_docs, mcq_docs = docs(DEFAULT_N_VAL, "val")
+    for name, rows in zip(DOC_FILES["val"], (caption_docs, mcq_docs)):
+        committed = [json.loads(line) for line in (TASK_DIR / name).read_text().splitlines()]
+        assert committed == rows, name
+    val = {d["seed"] for d in caption_docs}
+    assert len(val) == DEFAULT_N_VAL == 60 and {d["seed"] for d in mcq_docs} == val
+    test = {json.loads(line)["seed"] for line in (TASK_DIR / "caption.jsonl").read_text().splitlines()}
+    assert not val & test
+    weights = Path(__file__).resolve().parents[1] / "testbed" / "weights"
+    records = sorted(weights.glob("*/testbed.json"))
+    assert len(records) >= 4
+    for record in records:
+        n_val = json.loads(record.read_text())["n_val"]
+        assert not val & set(clips.split_seeds("val", n_val)), record
+    assert all((TASK_DIR / "videos" / d["video"]).is_file() for d in caption_docs)
+    for split in ("caption", "mcq"):
+        config = (TASK_DIR / f"lvspec_testbed_{split}_val.yaml").read_text()
+        assert f"task: lvspec_testbed_{split}_val" in config and f"validation: {split}_val.jsonl" in config
+        assert "validation_split: validation" in config and "test_split" not in config
+    with pytest.raises(ValueError, match="unknown task split"):
+        docs(3, "train")
+
+
 def test_committed_clips_decode_to_the_rendered_frames():
     import decord
 
@@ -174,6 +203,7 @@ def test_task_hooks_score_like_the_grammar():
 @pytest.mark.parametrize("family_name,phases", [
     ("qwen2_5_vl", ((("motion",), 40), (("motion", "count"), 20))),
     ("llava_onevision", ((("shape",), 60),)),
+    ("qwen3_vl", ((("motion",), 40), (("motion", "count"), 20))),
 ])
 def test_vision_pretraining_trains_the_tower_alone(family_name, phases):
     """Phase by phase, the throw-away heads learn their attributes from the pooled video features;
@@ -225,3 +255,101 @@ def test_role_spec_reads_old_and_new_records():
     old = dict(base, vision_pretrain=["shape", "count"], vision_pretrain_steps=300)
     assert T.RoleSpec.from_record(old).vision_pretrain == ((("shape", "count"), 300),)
     assert T.RoleSpec.from_record(dict(base, vision_pretrain=[], vision_pretrain_steps=0)).vision_pretrain == ()
+
+
+# -- variants, selection on validation, the regenerated report ------------------------------------------
+
+def test_variant_registry_names_the_paper_and_the_project_and_pairs_by_drafter_input():
+    """`lvspec` is the paper's method (LVSpecArgs defaults); each project variant changes one component; every
+    loose variant pairs with the lossless variant of the same drafter input."""
+    from lvspec_eval.config import LVSpecArgs
+    from testbed import variants as v
+
+    paper = v.VARIANTS["lvspec"]
+    assert paper.origin == "paper" and paper.model_args == ()
+    assert paper.args().rule_params() == LVSpecArgs(method="lvspec").rule_params()
+    for name in ("lvspec+attention", "lvspec+target_prob", "lvspec+full_video"):
+        assert v.VARIANTS[name].origin == "project" and len(v.VARIANTS[name].model_args) == 1, name
+    expected = {"ar": None, "sd": None, "specvlm": None, "lvspec": "specvlm", "lvspec+attention": "specvlm",
+                "lvspec+target_prob": "specvlm", "random": "specvlm", "lvspec+full_video": "sd", "fly": "sd",
+                "fly_plus": "sd", "lvspec@self": "sd@self", "fly@self": "sd@self", "sd@self": None}
+    assert {s: v.counterpart(s) for s in expected} == expected
+    assert v.counterpart("lvspec", {"num_draft_tokens": "6"}) == "specvlm"  # the same extra args on both sides
+    assert v.with_counterparts(["fly", "lvspec+attention"]) == ["ar", "fly", "lvspec+attention", "sd", "specvlm"]
+    assert v.find("lvspec", LVSpecArgs(method="lvspec", relevance_repr="attention").rule_params()) == "lvspec+attention"
+    assert v.find("lvspec", LVSpecArgs(method="lvspec", relax_ratio=0.5).rule_params()) is None
+    assert v.label("sd@self") == "sd (Self-SD)"
+    with pytest.raises(SystemExit, match="unknown variant 'lvspecc'"):
+        v.parse("lvspecc")
+
+
+def _sweep_row(method, params, taus, retention, variant=None):
+    return {"method": method, "params": params, "variant": variant, "doc_ids": list(range(len(taus))), "taus": taus,
+            "retention": retention, "retention_ci": None, "tau_mean": sum(taus) / len(taus)}
+
+
+def test_sweep_selection_takes_the_highest_tau_ratio_at_the_retention_bar():
+    """Hand-made rows: tau_ratio = sum(tau) / sum(counterpart tau) per doc; rows below retention 0.99 never win;
+    the pruned lvspec rows pair with specvlm, the unpruned one with sd."""
+    from lvspec_eval.config import LVSpecArgs
+    from testbed import sweep
+
+    def lv(**kw):
+        return LVSpecArgs(method="lvspec", **kw).rule_params()
+
+    rows = [
+        _sweep_row("sd", {"num_draft_tokens": 10}, [4.0, 4.0], 1.0, "sd"),
+        _sweep_row("specvlm", LVSpecArgs(method="specvlm").rule_params(), [2.0, 4.0], 1.0, "specvlm"),
+        _sweep_row("lvspec", lv(), [4.0, 5.0], 0.995, "lvspec"),  # 9 / 6 = 1.5
+        _sweep_row("lvspec", lv(relax_ratio=0.9), [6.0, 6.0], 0.98),  # 12 / 6 = 2.0, below the bar
+        _sweep_row("lvspec", lv(relax_ratio=0.5), [3.0, 3.0], 1.0),  # 1.0
+        _sweep_row("lvspec", lv(relevance_repr="attention"), [5.0, 5.0], 0.99, "lvspec+attention"),  # 10 / 6
+        _sweep_row("lvspec", lv(draft_video_keep=1.0), [6.0, 6.0], 1.0, "lvspec+full_video"),  # 12 / 8 = 1.5 vs sd
+    ]
+    sweep.compare(rows, resamples=0)
+    assert [r.get("tau_ratio") for r in rows] == [None, None, 1.5, 2.0, 1.0, 10 / 6, 1.5]
+    assert [r.get("counterpart") for r in rows] == [None, None, "specvlm", "specvlm", "specvlm", "specvlm", "sd"]
+    sel = sweep.select(rows, "val")
+    assert sel["overall"]["params"] == lv(relevance_repr="attention") and not sel["for_reading_only"]
+    assert sel["families"]["rank / embedding / pruned"]["params"] == lv()  # 1.5 beats 1.0; 2.0 misses the bar
+    registry = {item["variant"]: item["is_winner"] for item in sel["registry"]}
+    assert registry == {"lvspec": True, "lvspec+attention": True, "lvspec+full_video": True}
+    assert sweep.select(rows, "test")["for_reading_only"]
+    assert "TEST clips: for reading only" in sweep.selection_markdown(sweep.select(rows, "test"))
+    assert sweep.select(rows, "val", min_retention=1.0)["overall"]["params"] == lv(draft_video_keep=1.0)
+
+
+def test_testbed_report_blocks_come_from_the_sources(tmp_path):
+    """The committed reports/testbed.md equals what its sources give; a block renders the numbers of its JSON, and
+    a missing source gives the marked placeholder."""
+    import subprocess
+    import sys
+
+    from testbed import report
+
+    proc = subprocess.run([sys.executable, "-m", "testbed.report", "--check"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = {"variant": "lvspec", "variant_label": "lvspec", "origin": "paper", "counterpart_variant": "specvlm",
+           "tau_mean": 6.123, "tau_ratio": 1.4321, "tau_ratio_ci": [1.3, 1.5], "speedup_decode_pooled": 1.8,
+           "speedup_decode_pooled_ci": [1.7, 1.9], "token_rate_speedup_pooled": 1.75,
+           "token_rate_speedup_pooled_ci": None, "new_tokens_mean": 40.0, "ar_new_tokens_mean": 39.0,
+           "exact_match_ar_mean": 0.0, "score": 0.9, "retention": 0.9123, "retention_ci": [0.88, 0.94], "failed": 0,
+           "metric": "anchor_f1"}
+    spec = dict(row, variant="specvlm", variant_label="specvlm", origin="baseline", counterpart_variant=None,
+                tau_ratio=None, speedup_decode_pooled=1.2, retention=1.0)
+    demo = {"meta": {"family": "qwen", "split": "test", "command": "python -m testbed.demo --limit 2", "minutes": 1.0,
+                     "cores": 2, "note": "n."}, "tasks": {"lvspec_testbed_caption": [row, spec]}}
+    source = tmp_path / "summary.json"
+    source.write_text(json.dumps(demo))
+    text = "a\n<!-- BEGIN GENERATED demo x -->\nold\n<!-- END GENERATED demo -->\nb\n" \
+           "<!-- BEGIN GENERATED bars -->\n<!-- END GENERATED bars -->\n"
+    out = report.regenerate(text, {"demo": (source, report.demo_block), "bars": (source, report.bars_block)})
+    assert out.startswith("a\n<!-- BEGIN GENERATED demo x -->\nCommand: `python -m testbed.demo --limit 2`")
+    assert "1.432 [1.300, 1.500]" in out and "0.912 [0.880, 0.940]" in out and "old" not in out
+    assert "| lvspec | specvlm | 1.432 [1.300, 1.500] | 0.912 [0.880, 0.940] | 1.500 | not reached | met |" in out
+    missing = report.regenerate(text, {"demo": (tmp_path / "none.json", report.demo_block),
+                                       "bars": (tmp_path / "none.json", report.bars_block)})
+    assert missing.count("**To be regenerated.**") == 2 and "make demo" in missing
+    with pytest.raises(SystemExit, match="GENERATED block 'demo'"):
+        report.regenerate(text, {})

@@ -33,6 +33,11 @@ def _still_image(path: str) -> bool:
 
 def frame_count(video_path: str, max_num_frames: int) -> int:
     """lmms-eval's qwen2_5_vl rule: max(2, (min(max_num_frames, total) // 2) * 2)."""
+    return max(2, (min(max_num_frames, count_frames(video_path)) // 2) * 2)
+
+
+def count_frames(video_path: str) -> int:
+    """Frames of a local video file (decord), with clear errors for a missing, still or broken file."""
     import decord
 
     if "://" not in video_path:
@@ -47,7 +52,7 @@ def frame_count(video_path: str, max_num_frames: int) -> int:
         raise ValueError(f"cannot read video {video_path!r} ({exc}); check that the file is a complete, valid video") from exc
     if total <= 0:
         raise ValueError(f"video {video_path!r} has no frames; replace or drop the file")
-    return max(2, (min(max_num_frames, total) // 2) * 2)
+    return total
 
 
 class QwenVLAdapter(HFAdapter):

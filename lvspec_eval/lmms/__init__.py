@@ -4,6 +4,7 @@
 BACKENDS = {
     "lvspec_qwen": "lvspec_eval.lmms.qwen.LVSpecQwen",
     "lvspec_llava_ov": "lvspec_eval.lmms.llava_ov.LVSpecLlavaOV",
+    "lvspec_qwen3_vl": "lvspec_eval.lmms.qwen3_vl.LVSpecQwen3VL",
 }
 
 

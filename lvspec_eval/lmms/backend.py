@@ -27,6 +27,7 @@ from lvspec_eval.adapters.base import HFAdapter
 from lvspec_eval.config import QWEN2_5_VL_BUILTIN, ArgsError, BuiltinDefaults, DecodeConfig, LVSpecArgs
 from lvspec_eval.engine import Method, build_method
 from lvspec_eval.lmms.inputs import prepare_inputs
+from lvspec_eval.lmms.task_prompts import BuiltinPrompts
 from lvspec_eval.lmms.pair import check_checkpoints, check_tokenizers, device_maps, load_pair
 from lvspec_eval.lmms.run_lock import RunLock, claim_stats_path
 from lvspec_eval.lmms.record import Decoded, device_name, sample_fields
@@ -183,10 +184,11 @@ class LVSpecBackend(lmms):
     def _generate(self, requests: list[Instance]) -> list[GenerationResult]:
         # generation kwargs that cannot be honoured (sampling, a bad `until` or max_new_tokens): a failed record
         # per sample of that task, logged once per message; the other requests are decoded
+        prompts = BuiltinPrompts(self.builtin.model)  # the task's prompt as the mirrored built-in gets it
         configs: list[Any] = []
         for req in requests:
             try:
-                configs.append(self._decode_config(req.args[2]))
+                configs.append(self._decode_config(prompts.generation_kwargs(req.args[1], req.args[2])))
             except ArgsError as exc:
                 configs.append(exc)
         for message in dict.fromkeys(str(c) for c in configs if isinstance(c, ArgsError)):
@@ -217,7 +219,7 @@ class LVSpecBackend(lmms):
             text, n_tokens = "", 0
             try:
                 doc = self.task_dict[task][split][doc_id]
-                inputs = prepare_inputs(self.target, doc_to_messages(doc))
+                inputs = prepare_inputs(self.target, prompts.messages(doc_to_messages, doc), self.builtin.backend)
                 text, fields = self._decode_sample(inputs, cfg, sample_seed(self.args.seed, task, split, doc_id),
                                                    ar_first=ar_first(doc_id, self._world_size))
                 record.update(fields)

@@ -18,7 +18,7 @@ from lvspec_eval.adapters.loading import (DeviceMap, check_checkpoint, check_sam
 from lvspec_eval.config import LVSpecArgs
 
 
-def _loads_drafter(args: LVSpecArgs) -> bool:
+def loads_drafter(args: LVSpecArgs) -> bool:
     """A second checkpoint is loaded for drafting (not for `ar`, not for Self-SD)."""
     return args.method != "ar" and args.draft_pretrained != "self"
 
@@ -26,7 +26,7 @@ def _loads_drafter(args: LVSpecArgs) -> bool:
 def check_checkpoints(args: LVSpecArgs) -> None:
     """Refuse a target or drafter checkpoint that cannot be found, naming the fix."""
     check_checkpoint(args.pretrained, "target")
-    if _loads_drafter(args):
+    if loads_drafter(args):
         check_checkpoint(args.draft_pretrained, "drafter")
 
 
@@ -48,7 +48,7 @@ def device_maps(args: LVSpecArgs, *, device: Optional[str] = None, world_size: i
 
 def check_tokenizers(args: LVSpecArgs) -> None:
     """Refuse a drafter whose tokenizer differs from the target's (their token ids would not agree)."""
-    if _loads_drafter(args):
+    if loads_drafter(args):
         check_same_tokenizer(load_tokenizer(args.pretrained, "target"), load_tokenizer(args.draft_pretrained, "drafter"),
                              args.pretrained, args.draft_pretrained)
 

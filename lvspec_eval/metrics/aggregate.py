@@ -149,8 +149,9 @@ def edit_sim_ar_mean(records: Records) -> Optional[float]:
     return mean([float(r["edit_sim_ar"]) for r in compared(records)])
 
 
-#: Every record-only statistic of glossary.METRICS (score and retention need lmms-eval's scores:
-#: lvspec_eval.report.summary computes them with `bootstrap_ratio` below).
+#: Every single-run statistic of glossary.METRICS (score and retention need lmms-eval's scores:
+#: lvspec_eval.report.summary computes them with `bootstrap_ratio` below; tau_ratio compares two runs:
+#: `tau_ratio` below).
 STATISTICS: dict[str, Callable[[Records], Optional[float]]] = {
     "tau_mean": tau_mean,
     "tau_median": tau_median,
@@ -177,6 +178,27 @@ STATISTICS: dict[str, Callable[[Records], Optional[float]]] = {
 def compute(records: Records, names: Sequence[str] = tuple(STATISTICS)) -> dict[str, Optional[float]]:
     """{name: value} of the statistics `names` over `records`."""
     return {name: STATISTICS[name](records) for name in names}
+
+
+# -- two runs: a loose method against its lossless counterpart ---------------------------------------
+
+def paired_taus(records: Records, counterpart: Records) -> tuple[list[float], list[float]]:
+    """Per-sample tau of `records` and of `counterpart` over the doc_ids where both have one (in the
+    order of `records`)."""
+    theirs = {r["doc_id"]: float(r["tau"]) for r in successful(counterpart) if r.get("tau") is not None}
+    pairs = [(float(r["tau"]), theirs[r["doc_id"]]) for r in successful(records)
+             if r.get("tau") is not None and r["doc_id"] in theirs]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def tau_ratio(records: Records, counterpart: Records, resamples: int = 0,
+              seed: int = 0) -> tuple[Optional[float], Optional[list[float]], int]:
+    """glossary.METRICS['tau_ratio']: (ratio, its bootstrap interval over the paired docs when
+    `resamples` > 0, number of paired docs)."""
+    mine, theirs = paired_taus(records, counterpart)
+    value = ratio(sum(mine), sum(theirs)) if mine else None
+    ci = bootstrap_ratio(mine, theirs, resamples, seed) if value is not None and resamples > 0 else None
+    return value, ci, len(mine)
 
 
 # -- bootstrap intervals ----------------------------------------------------------------------------
@@ -209,6 +231,11 @@ def bootstrap(columns: Sequence[Sequence[float]], statistic: Callable[..., Any],
 def bootstrap_ratio(num: Sequence[float], den: Sequence[float], resamples: int, seed: int) -> Optional[list[float]]:
     """Interval of sum(num) / sum(den) over paired entries."""
     return bootstrap([num, den], lambda a, b: a / b, resamples, seed)
+
+
+def bootstrap_mean(values: Sequence[float], resamples: int, seed: int) -> Optional[list[float]]:
+    """Interval of the mean of `values` (e.g. per-sample exact match or edit similarity)."""
+    return bootstrap_ratio(values, [1.0] * len(values), resamples, seed)
 
 
 def speedup_pooled_ci(records: Records, kind: str, resamples: int, seed: int) -> Optional[list[float]]:

@@ -57,7 +57,7 @@ EVERY = Group("every", "every record, failed samples included", (
     Field("doc_id", "int|string", "lmms-eval doc_id of the sample within the split", required=True, resume=True),
     Field("method", "string", "decoding method: ar, sd, specvlm, lvspec, fly, fly_plus or random", required=True,
           resume=True),
-    Field("family", "string", "model family of the backend (qwen2_5_vl, llava_onevision)", resume=True),
+    Field("family", "string", "model family of the backend (qwen2_5_vl, llava_onevision, qwen3_vl)", resume=True),
     Field("target", "string", "target checkpoint (model arg pretrained)", required=True, resume=True),
     Field("draft", "string", "drafter checkpoint (draft_pretrained; `self` for Self-SD); null for ar",
           required=True, nullable=True, resume=True),

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from lvspec_eval.config import METHODS
+from lvspec_eval.config import METHODS, lossless_counterpart
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class RunKey:
     def ar(self) -> "RunKey":
         """The key of the `ar` baseline this configuration is compared with."""
         return RunKey("ar", self.target, None, "{}", self.dtype)
+
+    def lossless(self) -> Optional["RunKey"]:
+        """The key of the lossless run with the same drafter input that this loose configuration's tau
+        is compared with (`config.lossless_counterpart`); None for `ar`, `sd`, `specvlm`."""
+        found = lossless_counterpart(self.method, self.params, self.draft)
+        if found is None:
+            return None
+        method, params = found
+        return RunKey(method, self.target, self.draft, canonical(params), self.dtype)
 
     def sort_key(self) -> tuple:
         order = METHODS.index(self.method) if self.method in METHODS else len(METHODS)

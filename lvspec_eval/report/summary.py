@@ -17,7 +17,7 @@ from pathlib import PurePath
 from typing import Any, Optional
 
 from lvspec_eval import __version__, glossary
-from lvspec_eval.config import BACKEND_BUILTINS, LVSpecArgs
+from lvspec_eval.config import BACKEND_BUILTINS, METHODS, LVSpecArgs
 from lvspec_eval.metrics import aggregate
 from lvspec_eval.metrics.aggregate import CONFIDENCE, bootstrap_ratio, mean, ratio
 from lvspec_eval.report.pairing import Group
@@ -65,14 +65,20 @@ class Summary:
 # -- one row --------------------------------------------------------------------------------------
 
 def settings_label(method: str, params: dict[str, Any], dtype: str) -> str:
-    """Short settings text: K, then the params that differ from the project defaults, then a non-default dtype."""
+    """Short settings text: K, then the params that differ from the method's defaults (its rule_params
+    under default args, e.g. the pruned drafter of `lvspec`), an unpruned drafter where the method
+    prunes by default, then a non-default dtype."""
     defaults = LVSpecArgs()
+    method_defaults = defaults.replace(method=method).rule_params() if method in METHODS else {}
     parts = []
     if "num_draft_tokens" in params:
         parts.append(f"K={params['num_draft_tokens']}")
     for name, value in params.items():
-        if name != "num_draft_tokens" and getattr(defaults, name, None) != value:
+        default = method_defaults[name] if name in method_defaults else getattr(defaults, name, None)
+        if name != "num_draft_tokens" and default != value:
             parts.append(f"{name}={value}")
+    if "draft_video_keep" in method_defaults and "draft_video_keep" not in params:
+        parts.append("draft_video_keep=1.0")
     if dtype not in {b.dtype for b in BACKEND_BUILTINS.values()}:  # a family's default dtype is not shown
         parts.append(dtype)
     return " ".join(parts) or ("-" if method == "ar" else "defaults")
@@ -228,10 +234,33 @@ def summarize_group(group: Group, resamples: int, seed: int) -> tuple[dict[str, 
     return row, notes
 
 
+def counterpart_fields(group: Group, groups: list[Group], resamples: int,
+                       seed: int) -> tuple[dict[str, Any], list[str]]:
+    """The lossless counterpart of a loose row (same task, split, target, drafter, drafter input; strict
+    rule: RunKey.lossless) and tau_ratio against it, paired by doc, with its interval."""
+    out: dict[str, Any] = {"counterpart": None, "counterpart_settings": None, "tau_ratio": None,
+                           "tau_ratio_ci": None, "tau_ratio_pairs": 0}
+    want = group.key.lossless()
+    if want is None:
+        return out, []
+    out["counterpart"], out["counterpart_settings"] = want.method, want.params
+    other = next((g for g in groups if (g.task, g.split, g.key) == (group.task, group.split, want)), None)
+    if other is None:
+        return out, [f"no tau_ratio: no {want.method} run with the same drafter input ({want.settings}) of task "
+                     f"{group.task}, split {group.split}, drafter {want.draft}: run it beside this one"]
+    value, ci, pairs = aggregate.tau_ratio(list(group.records.values()), list(other.records.values()), resamples,
+                                           seed)
+    out.update(tau_ratio=value, tau_ratio_ci=ci, tau_ratio_pairs=pairs)
+    return out, [] if value is not None else [f"no tau_ratio: no doc has a tau in both this run and the {want.method} run"]
+
+
 def summarize(groups: list[Group], *, resamples: int = 1000, seed: int = 0) -> Summary:
     summary = Summary(rows=[], groups=groups, resamples=resamples, seed=seed)
     for group in groups:
         row, notes = summarize_group(group, resamples, seed)
+        fields, more = counterpart_fields(group, groups, resamples, seed)
+        row.update(fields)
+        row["notes"] = notes = notes + more
         summary.rows.append(row)
         summary.notes += [f"{row_label(row)}: {note}" for note in dict.fromkeys(notes)]
     return summary
@@ -287,6 +316,9 @@ DISPLAY_COLUMNS = (
      lambda r: "-" if r["tau_mean"] is None else f"{r['tau_mean']:.2f} / {r['tau_median']:.2f}"),
     ("tau pooled", ("tau_pooled",), lambda r: _num(r["tau_pooled"])),
     ("tau_excl mean", ("tau_excl_mean",), lambda r: _num(r["tau_excl_mean"])),
+    ("tau ratio [95% CI] (vs)", ("tau_ratio",),
+     lambda r: "-" if r.get("counterpart") is None
+     else f"{_with_ci(r.get('tau_ratio'), r.get('tau_ratio_ci'), suffix='x')} ({r['counterpart']})"),
     ("accept (exact/loose/shift)", ("acceptance_rate_pooled", "acceptance_exact", "acceptance_loose",
                                     "acceptance_shift"), _acceptance),
     ("tokens (ar)", ("new_tokens_mean", "ar_new_tokens_mean"), _tokens),

@@ -21,7 +21,7 @@ A(d_i), A(t_i) or their max (`anchor_side` = draft | target | both):
   greedy token there: p_T(d_i) >= (1 - lambda) * p_T(t_i) makes it a filler. The target, having
   seen the video, is confident on the words the video decides and spread over paraphrases
   elsewhere; on the testbed the cosine and attention scores find anchors with precision
-  0.01-0.42 (reports/testbed.md, section 5). Needs no visual representation, so it also applies
+  0.01-0.42 (reports/testbed.md, appendix). Needs no visual representation, so it also applies
   to a sample without video.
 lambda = 0 makes every mismatching position an anchor under every rule (LVSpec then reduces to SD).
 
