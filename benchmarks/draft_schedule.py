@@ -35,12 +35,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-#: (method, extra model args) of every speculative setting: each method at its defaults, and lvspec also
-#: with the paper's embedding relevance on a pruned drafter (the coming default)
-SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("sd", {}), ("specvlm", {}), ("lvspec", {}), ("lvspec", {"relevance_repr": "embedding", "draft_video_keep": 0.1}),
-    ("fly", {}), ("fly_plus", {}), ("random", {}),
-)
+from benchmarks.measure import SETTINGS, label  # noqa: E402
+
 PHASES = ("t_prefill", "d_prefill", "drafting", "verify", "probes", "engine")
 CAPTION_STATS = ("tau_mean", "tau_excl_pooled", "acceptance_rate_pooled", "exact_match_ar_mean",
                  "speedup_decode_median", "speedup_decode_pooled", "speedup_e2e_median", "speedup_e2e_pooled")
@@ -56,9 +52,6 @@ def phases(res: Any) -> dict[str, float]:
             "probes": probes, "engine": engine}
 
 
-def label(method: str, extra: dict[str, Any]) -> str:
-    return method + "".join(f" {k}={v}" for k, v in extra.items() if k != "draft_schedule")
-
 
 def run_task(models: tuple[Any, Any, Any], task: str, limit: int, schedules: list[str]) -> dict[str, Any]:
     """Decode `limit` docs of testbed task `task` with ar and every setting under every schedule."""
@@ -71,9 +64,9 @@ def run_task(models: tuple[Any, Any, Any], task: str, limit: int, schedules: lis
     base, target, draft = models
     gen = task_generation(task)
     tok = target.tokenizer
-    runs = [("ar", {}, "-")] + [(m, {**extra, **({} if s == "default" else {"draft_schedule": s})}, s)
-                                for m, extra in SETTINGS for s in schedules]
-    built = [build_method(base.replace(method=m, **extra)) for m, extra, _ in runs]
+    runs = [("ar", {}, "-", "ar")] + [(m, {**extra, **({} if s == "default" else {"draft_schedule": s})}, s,
+                                       label(m, extra)) for m, extra in SETTINGS for s in schedules]
+    built = [build_method(base.replace(method=m, **extra)) for m, extra, _, _ in runs]
     cfgs = [DecodeConfig(max_new_tokens=int(gen["max_new_tokens"]), eos_ids=(tok.eos_token_id,),
                          num_draft_tokens=b.args.num_draft_tokens) for b in built]
     docs = testbed_docs(target, task, limit)
@@ -87,11 +80,11 @@ def run_task(models: tuple[Any, Any, Any], task: str, limit: int, schedules: lis
                                             profile=True)
     text = [[tok.decode(r.tokens, skip_special_tokens=True) for r in row] for row in results]
     rows = []
-    for i, (method, extra, schedule) in enumerate(runs):
+    for i, (method, _, schedule, name) in enumerate(runs):
         ph = [phases(r) for r in results[i]]
         ar_ph = [phases(r) for r in results[0]]
         row: dict[str, Any] = {
-            "method": method, "setting": label(method, extra), "schedule": schedule, "samples": len(docs),
+            "method": method, "setting": name, "schedule": schedule, "samples": len(docs),
             "x_of_ar_median": statistics.median(a["total"] / p["total"] for a, p in zip(ar_ph, ph)),
             "x_of_ar_pooled": sum(a["total"] for a in ar_ph) / sum(p["total"] for p in ph),
             "total_ms": 1e3 * statistics.median(p["total"] for p in ph),

@@ -7,6 +7,7 @@ speed model's formulas.
   memory, split into weights and KV caches (benchmarks/real_size.py, benchmarks/overhead_memory.py).
 - `round_costs`, `per_token_acceptance`, `leviathan`, `cost_model`, `predicted_decode_s`: the speed model
   (docs/speed.md).
+- `SETTINGS`, `label`: the speculative settings the benchmarks compare.
 - `testbed_pair`, `testbed_docs`, `task_config`: the trained testbed pair loaded as the `lvspec_qwen` backend
   loads it, and the testbed tasks' docs with their model inputs and decode settings (the benchmarks that
   decode the testbed: draft_schedule, speed_model, overhead_memory).
@@ -18,6 +19,19 @@ from __future__ import annotations
 
 import statistics
 from typing import Any, Callable, Iterable, Optional
+
+
+#: (method, extra model args) of every speculative setting the benchmarks compare: each method at its defaults,
+#: and lvspec also as this project's earlier default (the attention relevance probe, unpruned drafter)
+SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("sd", {}), ("specvlm", {}), ("lvspec", {}), ("lvspec", {"relevance_repr": "attention", "draft_video_keep": 1.0}),
+    ("fly", {}), ("fly_plus", {}), ("random", {}),
+)
+
+
+def label(method: str, extra: dict[str, Any]) -> str:
+    """A setting's name in tables: the method and its non-default model args."""
+    return method + "".join(f" {k}={v}" for k, v in extra.items())
 
 
 # -- the testbed ------------------------------------------------------------------------------------

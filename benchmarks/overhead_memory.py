@@ -5,8 +5,9 @@
    relevance probes (their attention computation runs in a hook during the verify forward and is
    timed apart and counted as overhead), stop checks, bookkeeping, cache crops), median and max over
    samples. Every method is built by `build_method` from the default model args (only `method` set;
-   `lvspec` also with the paper's embedding relevance on a pruned drafter), so each runs its default
-   path (draft schedule, pruning, probes); all decode in this process, in turns per sample.
+   `lvspec` also as this project's earlier default: the attention relevance probe, unpruned drafter), so
+   each runs its default path (draft schedule, pruning, probes); all decode in this process, in turns per
+   sample.
 2. Memory: each method in a fresh process (`ar` loads no drafter): peak resident set (CPU; CUDA: peak
    allocated) while decoding the samples, split into target weights, drafter weights, target KV
    cache, drafter KV cache (bytes of every tensor each session's cache holds when the engine closes
@@ -39,15 +40,11 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-METHODS = ("ar", "sd", "specvlm", "lvspec", "fly", "fly_plus", "random")
-#: (method, extra model args) of every run: each method at its defaults, and lvspec also as the paper runs it
-SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
-    *((m, {}) for m in METHODS), ("lvspec", {"relevance_repr": "embedding", "draft_video_keep": 0.1}))
+from benchmarks.measure import SETTINGS as SPECULATIVE, label  # noqa: E402
+
+#: (method, extra model args) of every run: `ar` and the speculative settings (benchmarks.measure.SETTINGS)
+SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (("ar", {}), *SPECULATIVE)
 MEMORY_PARTS = ("target_weights", "draft_weights", "target_kv", "draft_kv", "other")
-
-
-def label(method: str, extra: dict[str, Any]) -> str:
-    return method + "".join(f" {k}={v}" for k, v in extra.items())
 
 
 def tiny_models(cache: Path) -> tuple[str, str]:

@@ -6,8 +6,8 @@ In one process, with the trained testbed pair (float32, CPU) loaded as the `lvsp
    forward timed in the pattern the loop runs it in: `ar` steps back to back -> t_ar; rounds of K drafter
    steps and a target block -> the drafter's first step of a round t_D1(p) (p = 1..3 tokens fed), its
    one-token step t_D, the target's m-token block t_T(m), m = 1..K+1; medians of `--reps`); then its decodes: `ar` and every method at
-   its defaults (`build_method`, as the backend builds it; `lvspec` also with the paper's embedding
-   relevance on a pruned drafter), in turns (the order rotates from doc to doc). The costs sit next to
+   its defaults (`build_method`, as the backend builds it; `lvspec` also as this project's earlier
+   default: the attention relevance probe, unpruned drafter), in turns (the order rotates from doc to doc). The costs sit next to
    the decodes they predict, so the machine's load drifts alike for both;
 3. per sample, the predicted model-forward time of each decode from its own rounds
    (`benchmarks.measure.predicted_decode_s`): sum over rounds of t_T(k_r + 1) + t_D1(p_r) + (k_r - 1) t_D
@@ -37,14 +37,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("sd", {}), ("specvlm", {}), ("lvspec", {}), ("lvspec", {"relevance_repr": "embedding", "draft_video_keep": 0.1}),
-    ("fly", {}), ("fly_plus", {}), ("random", {}),
-)
+from benchmarks.measure import SETTINGS, label  # noqa: E402
 
 
-def label(method: str, extra: dict[str, Any]) -> str:
-    return method + "".join(f" {k}={v}" for k, v in extra.items())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -103,10 +103,12 @@ def test_draft_video_keep_defaults_per_method():
 def test_lossless_counterpart_has_the_same_drafter_input():
     """A loose method pairs with the strict rule on the same drafter input: specvlm for a pruned separate
     drafter (lvspec, random by default), sd for an unpruned one (fly, fly_plus, lvspec with
-    draft_video_keep=1), sd@self for Self-SD; the counterpart's rule_params are the loose run's K and
-    pruning params, so its records carry exactly those params."""
+    draft_video_keep=1), sd@self for Self-SD; the counterpart's rule_params are the loose run's K, pruning
+    params and draft schedule, so its records carry exactly those params."""
     from lvspec_eval.config import lossless_counterpart
 
+    fixed = LVSpecArgs(method="lvspec", draft_schedule="fixed").lossless_counterpart()
+    assert fixed.rule_params()["draft_schedule"] == "fixed" and "short_answer_tokens" not in fixed.rule_params()
     cases = [
         (dict(method="lvspec"), "specvlm", {"num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4,
                                             "draft_video_layer": None, "draft_video_fill": "linspace"}),
@@ -121,6 +123,7 @@ def test_lossless_counterpart_has_the_same_drafter_input():
           "draft_video_fill": "linspace"}),
     ]
     for kwargs, strict, params in cases:
+        params = {**params, **SCHEDULE}
         args = LVSpecArgs(**kwargs)
         other = args.lossless_counterpart()
         assert (other.method, other.rule_params()) == (strict, params), kwargs

@@ -237,7 +237,8 @@ def test_bootstrap_is_seeded_percentile_over_samples(runs):
     assert bootstrap_ratio([], [], 1000, 0) is None
 
 
-SPECVLM_PARAMS = {k: v for k, v in LVSPEC_PARAMS.items() if k == "num_draft_tokens" or k.startswith("draft_video")}
+SPECVLM_PARAMS = {k: v for k, v in LVSPEC_PARAMS.items()
+                  if k in ("num_draft_tokens", "draft_schedule", "short_answer_tokens") or k.startswith("draft_video")}
 
 
 def test_tau_ratio_pairs_a_loose_row_with_the_lossless_run_of_the_same_drafter_input(runs, tmp_path):
