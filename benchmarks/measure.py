@@ -135,9 +135,12 @@ def round_costs(target: Any, draft: Any, inputs: dict[str, Any], k: int, reps: i
       one token; last position's logits only) then one target block of m tokens, m cycling over 1..K+1 ->
       `draft_first_s` {p: s}, `draft_step_s`, `target_block_s` {m: s}.
 
-    Both prefilled on `inputs`; each cache is cropped back after every forward (a fixed context). Medians
-    over `reps` cycles (each cycle: K+1 rounds and 10 `ar` steps)."""
+    Both prefilled on `inputs`; each cache is cropped back after every forward (a fixed context), and each
+    forward's logits go through the engine's argmax, untimed, as in the loop (its memory traffic is part of
+    the pattern). Medians over `reps` cycles (each cycle: K+1 rounds and 10 `ar` steps)."""
     import torch
+
+    from lvspec_eval.engine.loop import greedy
 
     device = target.input_device
     t_sess, _ = target.start(inputs)
@@ -151,20 +154,24 @@ def round_costs(target: Any, draft: Any, inputs: dict[str, Any], k: int, reps: i
     one = torch.tensor([1000])
     for rep in range(reps):
         for _ in range(10):
-            _, s = timed(device, lambda: t_sess.extend(one))
+            logits, s = timed(device, lambda: t_sess.extend(one))
+            greedy(logits)
             t_sess.crop(t_len)
             ar.append(s)
         for m in range(1, k + 2):
             p = feeds[(rep + m) % len(feeds)]
             ids = torch.full((p,), 1000, dtype=torch.long)
-            _, s = timed(device, lambda ids=ids: d_sess.extend(ids, last_only=True))
+            logits, s = timed(device, lambda ids=ids: d_sess.extend(ids, last_only=True))
+            greedy(logits)
             first[p].append(s)
             for _ in range(k - 1):
-                _, s = timed(device, lambda: d_sess.extend(one, last_only=True))
+                logits, s = timed(device, lambda: d_sess.extend(one, last_only=True))
+                greedy(logits)
                 step.append(s)
             d_sess.crop(d_len)
             ids = torch.full((m,), 1000, dtype=torch.long)
-            _, s = timed(device, lambda ids=ids: t_sess.extend(ids))
+            logits, s = timed(device, lambda ids=ids: t_sess.extend(ids))
+            greedy(logits)
             t_sess.crop(t_len)
             block[m].append(s)
     t_sess.close()
