@@ -1,16 +1,27 @@
-"""Engine overhead and memory of speculative decoding against plain greedy decoding.
+"""Engine overhead and peak memory of every method, as the backend builds and runs it.
 
-Prints two tables:
-1. per method, the share of decode wall time spent OUTSIDE model forwards (drafting + verify
-   forwards are "inside"; the rest is the engine: argmax, rule, bookkeeping, cache crops);
-   medians over samples, all methods measured in one process, each built by `build_method` from the
-   default model args (so `lvspec` is the path users run by default);
-2. peak memory of `ar` and `sd`, each in a fresh process (CPU: peak RSS; CUDA: peak allocated),
-   after loading the models and during decoding, with the KV-cache size computed from the config.
+1. Overhead: per method, the share of decode wall time spent OUTSIDE the model forwards (drafter and
+   target forwards are "inside"; the rest is the engine: argmax, the rule, the anchor finder, the
+   relevance probes (their attention computation runs in a hook during the verify forward and is
+   timed apart and counted as overhead), stop checks, bookkeeping, cache crops), median and max over
+   samples. Every method is built by `build_method` from the default model args (only `method` set;
+   `lvspec` also as this project's earlier default: the attention relevance probe, unpruned drafter), so
+   each runs its default path (draft schedule, pruning, probes); all decode in this process, in turns per
+   sample.
+2. Memory: each method in a fresh process (`ar` loads no drafter): peak resident set (CPU; CUDA: peak
+   allocated) while decoding the samples, split into target weights, drafter weights, target KV
+   cache, drafter KV cache (bytes of every tensor each session's cache holds when the engine closes
+   it, pre-allocated room included: `benchmarks.measure.CacheMeter`) and other (the rest: the Python
+   runtime and libraries, inputs, activations, logits, allocator slack).
 
-Usage (tiny random Qwen2.5-VL models, built on first use in the cache folder):
-    .venv/bin/python -m benchmarks.overhead_memory [--samples 8] [--new-tokens 64] [--k 10]
-    .venv/bin/python -m benchmarks.overhead_memory --target PATH --draft PATH --dtype bfloat16   # real models
+Models (default): the trained testbed pair on the testbed caption task (real answers, real acceptance,
+the task's max_new_tokens and EOS), float32 on the CPU. `--tiny`: tiny random Qwen2.5-VL models
+(testbed/fixtures, built on first use) on generated clips, `--new-tokens` tokens without EOS (near-zero
+acceptance: every round is short, so the engine's share per forward is at its largest).
+
+    OMP_NUM_THREADS=1 python -m benchmarks.overhead_memory [--samples 12] [--out reports/overhead.md]
+    OMP_NUM_THREADS=1 python -m benchmarks.overhead_memory --tiny [--samples 6] [--new-tokens 64]
+    python -m benchmarks.overhead_memory --target PATH --draft PATH --dtype bfloat16 --device cuda:0   # real models
 """
 
 from __future__ import annotations
@@ -18,13 +29,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from benchmarks.measure import SETTINGS as SPECULATIVE, label  # noqa: E402
+
+#: (method, extra model args) of every run: `ar` and the speculative settings (benchmarks.measure.SETTINGS)
+SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (("ar", {}), *SPECULATIVE)
+MEMORY_PARTS = ("target_weights", "draft_weights", "target_kv", "draft_kv", "other")
 
 
 def tiny_models(cache: Path) -> tuple[str, str]:
@@ -34,191 +54,182 @@ def tiny_models(cache: Path) -> tuple[str, str]:
             str(build_tiny_qwen2_5_vl(cache / "bench_draft", seed=1)))
 
 
-def load(args):
-    from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
+def setup(args: argparse.Namespace, method: str = "lvspec") -> tuple[Any, Any, Any, list[dict], Any]:
+    """(base model args, target, drafter (None for `ar`: not loaded), model inputs of the samples,
+    DecodeConfig factory), loaded as the backend loads them (`benchmarks.measure.testbed_pair`)."""
+    from benchmarks.measure import task_config, testbed_docs, testbed_pair
+    from lvspec_eval.config import DecodeConfig
 
-    video = dict(max_num_frames=8, min_pixels=56 * 56, max_pixels=112 * 112)
-    target = QwenVLAdapter.load(args.target, dtype=args.dtype, device_map=args.device, **video)
-    draft = None if args.method == "ar" else QwenVLAdapter.load(args.draft, dtype=args.dtype, device_map=args.device, **video)
-    return target, draft
+    if args.tiny:
+        args.target, args.draft = tiny_models(Path(args.cache))
+    base, target, draft = testbed_pair(args.target, args.draft, method=method, dtype=args.dtype, device=args.device)
+    if not args.target:  # the testbed pair on its caption task
+        samples = [inputs for _, inputs in testbed_docs(target, "caption", args.samples)]
+        new_tokens, eos = int(task_config("caption")["max_new_tokens"]), (target.tokenizer.eos_token_id,)
+    else:
+        from testbed.fixtures.video import make_clip
+
+        samples = []
+        for i in range(args.samples):
+            clip = str(make_clip(Path(args.cache) / "bench_clips" / f"clip_{i}.mp4", seed=100 + i))
+            samples.append(target.prepare([{"role": "user", "content": [
+                {"type": "video", "video": clip, **target.video_kwargs([clip])},
+                {"type": "text", "text": "Describe the video."}]}]))
+        new_tokens, eos = args.new_tokens, ()  # random weights: no EOS stop
+
+    def config(method: Any) -> Any:
+        return DecodeConfig(max_new_tokens=new_tokens, eos_ids=eos, num_draft_tokens=method.args.num_draft_tokens)
+
+    return base, target, draft, samples, config
 
 
-def inputs_for(target, n: int, cache: Path):
-    from testbed.fixtures.video import make_clip
-
-    out = []
-    for i in range(n):
-        clip = str(make_clip(cache / "bench_clips" / f"clip_{i}.mp4", seed=100 + i))
-        msgs = [{"role": "user", "content": [{"type": "video", "video": clip, **target.video_kwargs([clip])},
-                                             {"type": "text", "text": "Describe the video."}]}]
-        out.append(target.prepare(msgs))
-    return out
-
-
-def method_for(name: str, k: int):
-    """The method as users run it: built from the model args' defaults (`method=name`, K=k)."""
-    from lvspec_eval.config import LVSpecArgs
+def build(base: Any, method: str, extra: dict[str, Any], k: int | None) -> Any:
+    """The method as users run it: `build_method` over the default args with `method` (and K if given)."""
     from lvspec_eval.engine import build_method
 
-    return build_method(LVSpecArgs(method=name, num_draft_tokens=k))
+    return build_method(base.replace(method=method, **extra, **({"num_draft_tokens": k} if k else {})))
 
 
-def overhead(args) -> None:
-    import torch
-
-    from lvspec_eval.config import DecodeConfig
-    from lvspec_eval.metrics.aggregate import tau_median
+def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    from lvspec_eval.metrics.aggregate import tau_mean
     from lvspec_eval.metrics.records import decode_fields
 
-    args.method = "sd"
-    target, draft = load(args)
-    samples = inputs_for(target, args.samples, Path(args.cache))
-    cfg = DecodeConfig(max_new_tokens=args.new_tokens, eos_ids=(), num_draft_tokens=args.k)
+    base, target, draft, samples, config = setup(args)
+    methods = [build(base, m, extra, args.k) for m, extra in SETTINGS]
+    methods[1].decode(target, draft, samples[0], config(methods[1]), seed=0)  # warm-up, not recorded
+    runs: list[list[Any]] = [[] for _ in methods]
+    for i, inp in enumerate(samples):
+        order = list(range(len(methods)))
+        for j in order[i % len(order):] + order[:i % len(order)]:
+            runs[j].append(methods[j].decode(target, draft, inp, config(methods[j]), seed=i, profile=True))
     rows = []
-    method_for("ar", args.k).decode(target, None, samples[0], cfg, seed=0)  # warm-up
-    for name in ("ar", "sd", "lvspec", "fly", "random"):
-        method = method_for(name, args.k)
-        shares, per_round, records = [], [], []
-        for i, inp in enumerate(samples):
-            r = method.decode(target, draft, inp, cfg, seed=i, profile=True)
-            inside = r.draft_forward_s + r.target_forward_s
-            shares.append((r.decode_s - inside) / r.decode_s)
-            per_round.append(r.decode_s / r.rounds)
-            records.append(decode_fields(r, 0 if name == "ar" else args.k))
-        rows.append([name, f"{tau_median(records):.2f}", f"{1e3 * statistics.median(per_round):.2f}",
-                     f"{100 * statistics.median(shares):.1f}%", f"{100 * max(shares):.1f}%"])
-    from tabulate import tabulate
-
-    print(f"Engine overhead (outside model forwards), {args.samples} samples x {args.new_tokens} tokens, K={args.k}, "
-          f"{args.dtype} on {target.input_device}, torch threads={torch.get_num_threads()}")
-    print(tabulate(rows, headers=["method", "tau_median", "ms/round (median)", "overhead (median)", "overhead (max)"],
-                   tablefmt="github"))
+    for (name, extra), method, results in zip(SETTINGS, methods, runs):
+        share = [(r.decode_s - r.draft_forward_s - r.target_forward_s) / r.decode_s for r in results]
+        probes = [r.probe_s / r.decode_s for r in results]
+        rows.append({"setting": label(name, extra), "params": method.args.rule_params(),
+                     "tau_mean": tau_mean([decode_fields(r, method.args.num_draft_tokens if method.drafts else 0)
+                                           for r in results]),
+                     "ms_per_round": 1e3 * statistics.median(r.decode_s / r.rounds for r in results if r.rounds),
+                     "overhead_ms_per_round": 1e3 * statistics.median(
+                         (r.decode_s - r.draft_forward_s - r.target_forward_s) / r.rounds for r in results if r.rounds),
+                     "overhead_median": statistics.median(share), "overhead_max": max(share),
+                     "probe_median": statistics.median(probes)})
+    return {"samples": len(samples), "new_tokens_max": config(methods[0]).max_new_tokens, "rows": rows,
+            "device": str(target.input_device)}
 
 
-class PeakSampler:
-    """Samples this process's memory every millisecond in a thread (CPU: RSS; CUDA: allocated)."""
-
-    def __init__(self, cuda: bool):
-        import threading
-
-        import psutil
-        import torch
-
-        self.cuda, self.torch, self.proc = cuda, torch, psutil.Process()
-        self.peak, self._stop, self._thread = 0.0, threading.Event(), threading.Thread(target=self._run, daemon=True)
-
-    def now(self) -> float:  # MiB
-        if self.cuda:
-            return self.torch.cuda.memory_allocated() / 2**20
-        return self.proc.memory_info().rss / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            self._stop.wait(0.001)
-
-    def __enter__(self) -> "PeakSampler":
-        if self.cuda:
-            self.torch.cuda.reset_peak_memory_stats()
-        self.peak = self.now()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        if self.cuda:
-            self.peak = max(self.peak, self.torch.cuda.max_memory_allocated() / 2**20)
-
-
-def memory_child(args) -> None:
-    """Runs in a fresh process: baseline, load, decode under a peak sampler; prints one JSON line."""
+def memory_child(args: argparse.Namespace) -> None:
+    """In a fresh process: baseline, load what `args.method` needs, decode the samples under a 1 ms peak
+    sampler; prints one JSON line."""
     import gc
 
     import torch
 
-    from lvspec_eval.config import DecodeConfig
+    from benchmarks.measure import CacheMeter, PeakSampler, memory_breakdown
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
-    probe = PeakSampler(cuda)
-    baseline = probe.now()
-    target, draft = load(args)
-    samples = inputs_for(target, args.samples, Path(args.cache))
+    sampler = PeakSampler(cuda)
+    baseline = sampler.now()
+    name, extra = SETTINGS[args.setting]
+    base, target, draft, samples, config = setup(args, method=name)
+    method = build(base, name, extra, args.k)
     gc.collect()
-    loaded = probe.now()
-    cfg = DecodeConfig(max_new_tokens=args.new_tokens, eos_ids=(), num_draft_tokens=args.k)
-    lengths = []
-    method = method_for(args.method, args.k)
-    with PeakSampler(cuda) as sampler:
+    loaded = sampler.now()
+    t_meter, d_meter = CacheMeter(target), (CacheMeter(draft) if draft is not None else None)
+    with PeakSampler(cuda) as peak:
         for i, inp in enumerate(samples):
-            r = method.decode(target, draft, inp, cfg, seed=i)
-            lengths.append(int(inp["input_ids"].shape[-1]) + len(r.tokens))
-    gc.collect()
-    after = probe.now()
-
-    def kv_mib(model, seq):
-        c = model.config.get_text_config()
-        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        return 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * seq * model.dtype.itemsize / 2**20
-
-    def weights_mib(model):
-        return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-
-    print(json.dumps({
-        "method": args.method, "baseline_mib": baseline, "loaded_mib": loaded, "peak_mib": sampler.peak,
-        "after_mib": after, "load_growth_mib": loaded - baseline, "decode_growth_mib": sampler.peak - loaded,
-        "target_weights_mib": weights_mib(target.model),
-        "draft_weights_mib": weights_mib(draft.model) if draft else 0.0,
-        "target_kv_mib": kv_mib(target.model, max(lengths)),
-        "draft_kv_mib": kv_mib(draft.model, max(lengths)) if draft else 0.0,
-    }))
+            method.decode(t_meter, d_meter, inp, config(method), seed=i)
+    n = len(samples)
+    mem = memory_breakdown(int(peak.peak * 2**20), target, draft, t_meter.bytes // n, d_meter.bytes // n if d_meter else 0,
+                           baseline=int(baseline * 2**20), loaded=int(loaded * 2**20),
+                           unit="allocated" if cuda else "resident set")
+    print(json.dumps({"setting": label(name, extra), **mem}))
 
 
-def memory(args) -> None:
+def memory(args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    for i, (name, extra) in enumerate(SETTINGS):
+        cmd = [sys.executable, "-m", "benchmarks.overhead_memory", "--memory-child", "--setting", str(i),
+               "--dtype", args.dtype, "--device", args.device, "--samples", str(args.memory_samples),
+               "--new-tokens", str(args.new_tokens), "--cache", args.cache]
+        cmd += (["--tiny"] if args.tiny else []) + (["--k", str(args.k)] if args.k else [])
+        cmd += ["--target", args.target, "--draft", args.draft] if args.target and not args.tiny else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory process of {label(name, extra)} failed:\n{proc.stderr[-3000:]}")
+        out[label(name, extra)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def markdown(data: dict[str, Any]) -> str:
     from tabulate import tabulate
 
-    results = {}
-    for method in ("ar", "sd"):
-        cmd = [sys.executable, "-m", "benchmarks.overhead_memory", "--memory-child", "--method", method, "--target", args.target, "--draft",
-               args.draft, "--dtype", args.dtype, "--device", args.device, "--samples", str(args.samples),
-               "--new-tokens", str(args.new_tokens), "--k", str(args.k), "--cache", args.cache]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[method] = json.loads(out.stdout.strip().splitlines()[-1])
-    unit = "allocated" if "cuda" in args.device else "RSS"
-    rows = [[m, f"{r['baseline_mib']:.1f}", f"{r['load_growth_mib']:.1f}", f"{r['peak_mib']:.1f}",
-             f"{r['decode_growth_mib']:.1f}", f"{r['after_mib']:.1f}",
-             f"{r['target_weights_mib'] + r['draft_weights_mib']:.1f}", f"{r['target_kv_mib'] + r['draft_kv_mib']:.2f}"]
-            for m, r in results.items()]
-    print(f"\nMemory ({unit}, MiB), each method in a fresh process, sampled every 1 ms while decoding")
-    print(tabulate(rows, headers=["method", "before load", "load growth", "peak decoding", "peak - loaded",
-                                  "after decoding", "weights", "KV cache (computed)"], tablefmt="github"))
-    ar, sd = results["ar"], results["sd"]
-    print(f"sd - ar: peak {sd['peak_mib'] - ar['peak_mib']:+.1f} MiB, load growth "
-          f"{sd['load_growth_mib'] - ar['load_growth_mib']:+.1f} MiB, working memory while decoding "
-          f"{sd['decode_growth_mib'] - ar['decode_growth_mib']:+.1f} MiB; expected: drafter weights "
-          f"{sd['draft_weights_mib']:.1f} MiB + drafter KV cache {sd['draft_kv_mib']:.2f} MiB")
+    mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
+    o = data["overhead"]
+    lines = [f"Command: `{data['command']}`", "", f"{data['models']}; {data['machine']}; torch threads "
+             f"{data['threads']}; {data['minutes']:.1f} min.", "",
+             f"### Engine overhead (decode time outside model forwards; {o['samples']} samples, up to "
+             f"{o['new_tokens_max']} new tokens, {o['device']})", ""]
+    rows = [[r["setting"], f"{r['tau_mean']:.2f}" if r["tau_mean"] is not None else "-", f"{r['ms_per_round']:.2f}",
+             f"{r['overhead_ms_per_round']:.2f}", f"{100 * r['overhead_median']:.1f}%", f"{100 * r['overhead_max']:.1f}%",
+             f"{100 * r['probe_median']:.2f}%"] for r in o["rows"]]
+    lines += [tabulate(rows, headers=["method", "tau_mean", "ms / round (median)", "engine ms / round (median)",
+                                      "overhead (median)", "overhead (max)", "of which probes (median)"],
+                       tablefmt="github"), ""]
+    m = data["memory"]
+    unit = next(iter(m.values()))["unit"] if m else "resident set"
+    ar = m.get("ar")
+    lines += [f"### Peak memory ({unit}, MiB; each method in a fresh process, sampled every 1 ms while decoding "
+              f"{data['memory_samples']} samples; shares of the peak)", ""]
+    rows = []
+    for name, r in m.items():
+        rows.append([name, mib(r["baseline"]), mib(r["loaded"]), mib(r["peak"]),
+                     "-" if ar is None else f"{(r['peak'] - ar['peak']) / 2**20:+.1f}",
+                     *[f"{mib(r[p])} ({100 * r[p] / r['peak']:.1f}%)" for p in MEMORY_PARTS]])
+    lines += [tabulate(rows, headers=["method", "before load", "after load", "peak", "peak - ar", "target weights",
+                                      "drafter weights", "target KV", "drafter KV", "other"], tablefmt="github")]
+    return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target")
+    p.add_argument("--tiny", action="store_true", help="tiny random models on generated clips instead of the testbed pair")
+    p.add_argument("--target", help="target checkpoint (with --draft: these models on generated clips)")
     p.add_argument("--draft")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--samples", type=int, default=8)
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--samples", type=int, default=12, help="samples of the overhead table")
+    p.add_argument("--memory-samples", type=int, default=4, help="samples each memory process decodes")
+    p.add_argument("--new-tokens", type=int, default=64, help="--tiny / --target: tokens per sample (no EOS)")
+    p.add_argument("--k", type=int, default=None, help="K (default: the model args' default)")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default=str(Path(os.environ.get("LVSPEC_CACHE", Path.home() / ".cache" / "lvspec_eval"))))
-    p.add_argument("--method", default="sd")
+    p.add_argument("--out", type=Path, default=None, help="markdown here, the data as JSON beside it")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if not args.target:
-        args.target, args.draft = tiny_models(Path(args.cache))
+    p.add_argument("--setting", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args)
         return
-    overhead(args)
-    memory(args)
+    t0 = time.time()
+    data = {"command": "python -m benchmarks.overhead_memory " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "models": ("tiny random Qwen2.5-VL models (testbed/fixtures), generated clips" if args.tiny else
+                       f"{args.target} / {args.draft}" if args.target else
+                       "trained testbed pair (Qwen2.5-VL), testbed caption task"),
+            "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs)",
+            "threads": torch.get_num_threads(), "memory_samples": args.memory_samples}
+    data["overhead"] = overhead(args)
+    data["memory"] = memory(args)
+    data["minutes"] = (time.time() - t0) / 60
+    text = markdown(data)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -58,6 +57,9 @@ from testbed.paths import VIDEO_ARGS, default_cache_root
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from benchmarks.measure import (CacheMeter, PeakSampler, cost_model, forward_costs, leviathan, memory_breakdown,
+                                per_token_acceptance, timed, weight_bytes)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: method.md section 6 (greedy, batch 1, prefill excluded): tau_excl per method and pair
@@ -273,73 +275,6 @@ def video_token_count(adapter: Any, inputs: dict[str, Any]) -> int:
     return int((ids == adapter.video_token_id).sum())
 
 
-# -- memory accounting ------------------------------------------------------------------------------
-
-def tensor_bytes(obj: Any, _seen: Optional[set] = None, _depth: int = 0) -> int:
-    """Bytes of every distinct tensor storage reachable from `obj` (lists, tuples, dicts, object
-    attributes; 6 levels deep): a KV cache of any class, pre-allocated capacity included."""
-    import torch
-
-    seen = set() if _seen is None else _seen
-    if obj is None or _depth > 6 or isinstance(obj, (str, bytes, int, float, bool, torch.nn.Module)):
-        return 0
-    if torch.is_tensor(obj):
-        storage = obj.untyped_storage()
-        key = (storage.data_ptr(), obj.device.type)
-        if key in seen or obj.device.type == "meta":
-            return 0
-        seen.add(key)
-        return int(storage.nbytes())
-    if isinstance(obj, dict):
-        items = obj.values()
-    elif isinstance(obj, (list, tuple, set)):
-        items = obj
-    elif hasattr(obj, "__dict__"):
-        if id(obj) in seen:
-            return 0
-        seen.add(id(obj))
-        items = vars(obj).values()
-    else:
-        return 0
-    return sum(tensor_bytes(x, seen, _depth + 1) for x in items)
-
-
-def weight_bytes(adapter: Optional[Any]) -> int:
-    if adapter is None:
-        return 0
-    return tensor_bytes(list(adapter.model.parameters()) + list(adapter.model.buffers()))
-
-
-class CacheMeter:
-    """An adapter as the engine sees it, which records the bytes of each session's KV cache when the
-    engine closes the session (its largest size: decode() closes sessions at the end)."""
-
-    def __init__(self, adapter: Any):
-        self.adapter = adapter
-        self.bytes = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.adapter, name)
-
-    def start(self, *args: Any, **kwargs: Any) -> Any:
-        session, prefill = self.adapter.start(*args, **kwargs)
-        close = session.close
-
-        def metered_close() -> None:
-            self.bytes += tensor_bytes(session.cache)
-            close()
-
-        session.close = metered_close
-        return session, prefill
-
-
-def memory_breakdown(peak: int, target: Any, draft: Any, kv_target: int, kv_draft: int, **extra: Any) -> dict[str, Any]:
-    parts = {"target_weights": weight_bytes(target), "draft_weights": weight_bytes(draft),
-             "target_kv": kv_target, "draft_kv": kv_draft}
-    parts["other"] = peak - sum(parts.values())
-    return {"peak": peak, **parts, **extra}
-
-
 # -- the method, as the shared builder makes it ---------------------------------------------------------
 
 def decode_method(args: Any, target: Any, draft: Optional[Any], inputs: dict[str, Any], cfg: Any, *,
@@ -390,38 +325,6 @@ def log(budget: Budget, message: str) -> None:
     print(f"[real_size {budget.elapsed():6.1f}s] {message}", flush=True)
 
 
-def timed(device: Any, fn: Callable[[], Any]) -> tuple[Any, float]:
-    from lvspec_eval.metrics.timing import Stopwatch
-
-    watch = Stopwatch(device)
-    watch.start()
-    out = fn()
-    return out, watch.stop()
-
-
-def forward_costs(adapter: Any, inputs: dict[str, Any], k: int, reps: int) -> dict[str, float]:
-    """Prefill on `inputs`, then at that context the median time of a one-token step and of a
-    (k+1)-token verify block (the cache is cropped back after each), and the KV bytes after prefill."""
-    import torch
-
-    device = adapter.input_device
-    (session, _), prefill_s = timed(device, lambda: adapter.start(inputs))
-    length = session.length
-    kv = tensor_bytes(session.cache)
-
-    def block(n: int) -> float:
-        times = []
-        for _ in range(reps):
-            _, s = timed(device, lambda: session.extend(torch.full((n,), 1000, dtype=torch.long)))
-            session.crop(length)
-            times.append(s)
-        return statistics.median(times)
-
-    step, verify = block(1), block(k + 1)
-    session.close()
-    return {"prefill_s": prefill_s, "step_s": step, "verify_s": verify, "context_tokens": length, "kv_bytes_prefill": kv}
-
-
 def warm_up(adapter: Any) -> None:
     """First kernels, handles and allocator pools, on a short text prompt (kept out of the timings)."""
     import torch
@@ -456,26 +359,6 @@ def extrapolate(at: dict[int, float], full: int) -> float:
     """Linear in depth through two measured depths: t(L) = t(a) + (L - a)(t(b) - t(a)) / (b - a)."""
     (a, ta), (b, tb) = sorted(at.items())
     return tb + (full - b) * (tb - ta) / (b - a)
-
-
-def per_token_acceptance(tau: float, k: int) -> float:
-    """a with (1 - a^(K+1)) / (1 - a) = tau + 1: the per-token acceptance that gives tau_excl (Leviathan)."""
-    if tau >= k:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if sum(mid**i for i in range(k + 1)) < tau + 1:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def leviathan(a: float, k: int, c: float) -> float:
-    """Expected speedup (1 - a^(K+1)) / ((1 - a)(K c + 1)) (method.md section 6)."""
-    tokens = k + 1 if a >= 1.0 else (1 - a ** (k + 1)) / (1 - a)
-    return tokens / (k * c + 1)
 
 
 def decode_config(new_tokens: int, k: int) -> Any:
@@ -656,9 +539,7 @@ def metered_decode(method: str, target: Any, draft: Optional[Any], inputs: dict[
 
 def memory_child(spec_json: str) -> None:
     """In a fresh process: baseline RSS, build what `method` needs, decode once under a 1 ms RSS sampler;
-    prints one JSON line (benchmarks/overhead_memory.PeakSampler)."""
-    from benchmarks.overhead_memory import PeakSampler
-
+    prints one JSON line (benchmarks.measure.PeakSampler)."""
     job = json.loads(spec_json)
     preset = build_preset(job["preset"], job.get("llava_target_layers"))
     pair = next(p for p in preset.pairs if p.name == job["pair"])
@@ -720,7 +601,7 @@ def derive(result: dict[str, Any], k: int) -> None:
                "new_tokens": run["new_tokens"], "rounds": run["rounds"], "decode_s": run["decode_s"],
                "overhead_share": run["overhead_share"], "a": a,
                "leviathan": leviathan(a, k, result["c"]),
-               "cost_model": (tau + 1) * t["step_s"] / (k * d["step_s"] + t["verify_s"]),
+               "cost_model": cost_model(tau, k, t["step_s"], d["step_s"], t["verify_s"]),
                "paper_speedup": PAPER_SPEEDUP.get((result["pair"], method))}
         if ar:
             row.update(ar_decode_s=ar["decode_s"], speedup_decode=ar["decode_s"] / run["decode_s"],
@@ -731,7 +612,7 @@ def derive(result: dict[str, Any], k: int) -> None:
             run_full = run["decode_s"] + run["rounds"] * (full["verify_s"] - t["verify_s"])
             row.update(speedup_decode_full=ar_full / run_full,
                        leviathan_full=leviathan(a, k, result["c_full"]),
-                       cost_model_full=(tau + 1) * full["step_s"] / (k * d["step_s"] + full["verify_s"]))
+                       cost_model_full=cost_model(tau, k, full["step_s"], d["step_s"], full["verify_s"]))
         rows.append(row)
     result["speed"] = rows
     for mem in result["memory"].values():

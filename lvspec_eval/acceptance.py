@@ -208,17 +208,25 @@ class FlyPlusRule(AcceptanceRule):
         self.entropy_norm = entropy_norm
 
     def _loosen(self, view: RoundView, verdicts: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Mark LOOSE the candidate positions [K] bool where the target is unsure (entropy computed
-        only for candidates: a top-k over the vocabulary per row is the rule's main cost)."""
+        """Mark LOOSE the candidate positions [K] bool where the target is unsure. The entropy (a top-k
+        and a logsumexp over the vocabulary per row: the rule's main cost) is computed row by row, in
+        order, and only up to the round's first rejection: verdicts after it are ignored."""
         rows = candidates.nonzero().view(-1)
         if not rows.numel():
             return verdicts
         if self.entropy_threshold <= FLY_GATE_OFF_AT:  # gate off, as in FLy's code
             verdicts[rows] = LOOSE
             return verdicts
-        entropy = top_k_entropy(view.target_logits[rows.to(view.target_logits.device)], self.entropy_top_k,
-                                renormalise=self.entropy_norm == "top_k")
-        verdicts[rows[(entropy >= self.entropy_threshold).cpu()]] = LOOSE
+        outside = ((verdicts == REJECT) & ~candidates).nonzero()  # mismatches no window admits: rejected
+        stop = int(outside[0, 0]) if outside.numel() else int(verdicts.numel())
+        for row in rows.tolist():
+            if row > stop:
+                break
+            entropy = top_k_entropy(view.target_logits[row:row + 1], self.entropy_top_k,
+                                    renormalise=self.entropy_norm == "top_k")  # [1]
+            if float(entropy) < self.entropy_threshold:
+                break  # rejected: the accepted prefix ends here
+            verdicts[row] = LOOSE
         return verdicts
 
     def judge(self, view: RoundView) -> torch.Tensor:

@@ -32,6 +32,13 @@ FLY_WINDOW_RULES = ("amd", "in_block")
 FLY_ENTROPY_NORMS = ("full", "top_k")
 #: SpecVLM stage II: `linspace` as zju-jiyicheng/SpecVLM's code; `dither` this project's spatial fill.
 VIDEO_FILLS = ("linspace", "dither")
+#: When the drafter starts (docs/speed.md): `fixed` the paper's (prefilled beside the target, K drafts from the
+#: first round); `auto` as `fixed` unless the request's max_new_tokens <= `short_answer_tokens`, where the target
+#: decodes one step alone and the drafter starts only if the answer goes on.
+DRAFT_SCHEDULES = ("auto", "fixed")
+#: `draft_schedule=auto`: the largest max_new_tokens treated as a short-answer request (lmms-eval's multiple-choice
+#: tasks ask for 16 or 32 tokens, Video-MME 16; captioning 256 and more).
+DEFAULT_SHORT_ANSWER_TOKENS = 32
 
 #: Paper defaults (arXiv 2604.05650): Qwen2.5-VL-32B target drafted by the 7B sibling.
 DEFAULT_TARGET = "Qwen/Qwen2.5-VL-32B-Instruct"
@@ -53,6 +60,8 @@ DEFAULT_DRAFT_VIDEO_KEEP = 0.1
 PRUNED_BY_DEFAULT = ("specvlm", "lvspec", "random")
 #: The `params` of a record (rule_params) that describe the drafter's pruned video.
 PRUNING_PARAMS = ("draft_video_keep", "draft_video_mass", "draft_video_layer", "draft_video_fill")
+#: The `params` of a record (rule_params) that say when the drafter starts (every drafting method's).
+SCHEDULE_PARAMS = ("draft_schedule", "short_answer_tokens")
 
 
 class ArgsError(ValueError):
@@ -145,6 +154,10 @@ class LVSpecArgs:
     draft_pretrained: str = DEFAULT_DRAFT
     method: str = "lvspec"
     num_draft_tokens: int = 10  # K
+    # auto: on a request with max_new_tokens <= short_answer_tokens the drafter starts only once the target's first
+    # step shows that the answer goes on (a one-token answer costs what `ar` costs); fixed: the paper's, from prefill
+    draft_schedule: str = "auto"
+    short_answer_tokens: int = DEFAULT_SHORT_ANSWER_TOKENS
     relax_ratio: float = 0.7  # lambda: share of positions treated as fillers
     top_n: int = 10  # N of the top-N cosine relevance score
     shift_window: int = 2  # w of position-shift tolerance; 0 disables it
@@ -219,6 +232,8 @@ class LVSpecArgs:
         if self.attn_implementation is not None:
             _choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         _bounded("num_draft_tokens", self.num_draft_tokens, 1, 256)
+        _choice("draft_schedule", self.draft_schedule, DRAFT_SCHEDULES)
+        _bounded("short_answer_tokens", self.short_answer_tokens, 0, 1 << 30)
         _bounded("relax_ratio", self.relax_ratio, 0.0, 1.0)
         _bounded("top_n", self.top_n, 1, 1 << 30)
         _bounded("shift_window", self.shift_window, 0, 256)
@@ -267,6 +282,10 @@ class LVSpecArgs:
             "random": ("num_draft_tokens", "random_accept", "seed"),
         }[self.method]
         params = {k: getattr(self, k) for k in keys}
+        if self.method != "ar":
+            params["draft_schedule"] = self.draft_schedule
+            if self.draft_schedule == "auto":
+                params["short_answer_tokens"] = self.short_answer_tokens
         if self.video_keep() < 1.0 or self.method == "specvlm":
             params.update(draft_video_keep=self.video_keep(), draft_video_mass=self.draft_video_mass,
                           draft_video_layer=self.draft_video_layer,
@@ -292,14 +311,15 @@ class LVSpecArgs:
 def lossless_counterpart(method: str, params: dict[str, Any], draft: Optional[str]) -> Optional[tuple[str, dict]]:
     """(method, params) of the lossless run that a loose run of `method` with `params` (its recorded
     rule_params) and drafter `draft` pairs with: the strict rule on the same drafter input, i.e. the
-    same K and the same pruning params. `specvlm` when a separate drafter sees a pruned video, `sd`
+    same K, the same pruning params and the same draft schedule. `specvlm` when a separate drafter sees a pruned video, `sd`
     otherwise (`draft` "self" is Self-SD: `sd` with the target drafting, pruned or not). None for `ar`
     and the lossless methods, which are their own reference. No torch: the report calls it."""
     if method in LOSSLESS_METHODS:
         return None
     pruning = {k: params[k] for k in PRUNING_PARAMS if k in params}
+    schedule = {k: params[k] for k in SCHEDULE_PARAMS if k in params}
     strict = "specvlm" if pruning and draft != "self" else "sd"
-    return strict, {"num_draft_tokens": params["num_draft_tokens"], **pruning}
+    return strict, {"num_draft_tokens": params["num_draft_tokens"], **pruning, **schedule}
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:

@@ -33,8 +33,8 @@ class Code:
 #: Provenance code of each emitted token (record field `provenance`, one character per token).
 PROVENANCE: dict[str, Code] = {
     "P": Code("prefill", "first token, the target's choice after prefill"),
-    "T": Code("target step", "plain greedy step of the target (ar, or a round that drafted nothing because one "
-                             "token remained)"),
+    "T": Code("target step", "plain greedy step of the target (ar, or a round that drafted nothing: one token "
+                             "remained, or the drafter had not started yet under draft_schedule=auto)"),
     "E": Code("exact", "draft token equal to the target's choice"),
     "L": Code("loose", "draft token accepted by the rule although the target chose another"),
     "S": Code("shift", "draft anchor salvaged by position-shift tolerance"),

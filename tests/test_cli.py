@@ -11,6 +11,9 @@ from lvspec_eval.metrics.records import read_records
 from testbed.fixtures.cli import PIXELS, TINY_TASK as TASK, outputs, response, run_cli, task_variant
 from testbed.fixtures.checkpoint_edits import declare_eos, swap_token_rows
 
+#: every drafting method records its draft schedule (the defaults)
+SCHEDULE = {"draft_schedule": "auto", "short_answer_tokens": 32}
+
 pytestmark = pytest.mark.slow
 
 
@@ -55,7 +58,7 @@ def test_sd_run_records_and_results(tmp_path, tiny_target, tiny_draft, task_with
         assert rec["accepted_loose"] == rec["accepted_shift"] == 0
         assert sum(rec["accepted_per_position"]) == rec["accepted_exact"] and len(rec["accepted_per_position"]) == 4
         assert rec["speedup_decode"] == pytest.approx(rec["ar_decode_s"] / rec["decode_s"])
-        assert rec["params"] == {"num_draft_tokens": 4} and rec["draft"] == tiny_draft
+        assert rec["params"] == {"num_draft_tokens": 4, **SCHEDULE} and rec["draft"] == tiny_draft
         assert rec["total_s"] == pytest.approx(rec["prefill_s"] + rec["decode_s"])
         # per-token text for the report's token view: joins to the full decode, specials spelled out
         for ids, pieces in ((rec["tokens"], rec["token_texts"]), (rec["ar_tokens"], rec["ar_token_texts"])):
@@ -107,7 +110,7 @@ def test_llava_ov_specvlm_run_is_lossless_with_a_pruned_padded_drafter(tmp_path,
         assert r["exact_match_ar"] is True and r["text"] == r["ar_text"]
         assert r["video_tokens"] == 129 and r["draft_video_tokens"] == 12  # floor(0.1 * 129)
         assert r["params"] == {"num_draft_tokens": 4, "draft_video_keep": 0.1, "draft_video_mass": 0.4,
-                               "draft_video_layer": None, "draft_video_fill": "linspace"}
+                               "draft_video_layer": None, "draft_video_fill": "linspace", **SCHEDULE}
 
 
 # -- ar == the family's built-in backend on multi-paragraph answers, with every default left unset ----------

@@ -58,13 +58,17 @@ def test_bad_values_name_the_problem(kwargs, needle):
         LVSpecArgs.from_kwargs(**kwargs)
 
 
+SCHEDULE = {"draft_schedule": "auto", "short_answer_tokens": 32}  # every drafting method records its draft schedule
+
+
 def test_rule_params_are_the_method_settings():
-    assert LVSpecArgs(method="sd").rule_params() == {"num_draft_tokens": 10}
+    assert LVSpecArgs(method="sd").rule_params() == {"num_draft_tokens": 10, **SCHEDULE}
     assert LVSpecArgs(method="fly").rule_params() == {
         "num_draft_tokens": 10, "fly_window": 6, "fly_window_rule": "amd", "fly_entropy": 0.3, "fly_entropy_top_k": 3,
-        "fly_entropy_norm": "full"}
+        "fly_entropy_norm": "full", **SCHEDULE}
     assert LVSpecArgs(method="fly_plus").rule_params() == {
-        "num_draft_tokens": 10, "fly_entropy": 0.3, "fly_entropy_top_k": 3, "fly_entropy_norm": "full"}
+        "num_draft_tokens": 10, "fly_entropy": 0.3, "fly_entropy_top_k": 3, "fly_entropy_norm": "full", **SCHEDULE}
+    assert LVSpecArgs(method="ar").rule_params() == {}
     assert set(LVSpecArgs(method="lvspec").rule_params()) >= {"relax_ratio", "top_n", "shift_window", "anchor_rule", "anchor_side"}
 
 
@@ -83,10 +87,10 @@ def test_draft_video_keep_defaults_per_method():
     assert LVSpecArgs(method="ar", draft_video_keep=0.2).video_keep() == 1.0  # ar drafts nothing
     assert LVSpecArgs(method="specvlm").rule_params() == {
         "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": None,
-        "draft_video_fill": "linspace"}
+        "draft_video_fill": "linspace", **SCHEDULE}
     assert LVSpecArgs.from_kwargs(method="specvlm", draft_video_layer=-1, draft_video_fill="dither").rule_params() == {
         "num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4, "draft_video_layer": -1,
-        "draft_video_fill": "dither"}
+        "draft_video_fill": "dither", **SCHEDULE}
     assert LVSpecArgs.from_kwargs(draft_video_layer="none").draft_video_layer is None
     assert LVSpecArgs.from_kwargs(draft_video_layer="all").draft_video_layer is None
     assert LVSpecArgs.from_kwargs(draft_video_layer=" ALL ").draft_video_layer is None
@@ -99,10 +103,12 @@ def test_draft_video_keep_defaults_per_method():
 def test_lossless_counterpart_has_the_same_drafter_input():
     """A loose method pairs with the strict rule on the same drafter input: specvlm for a pruned separate
     drafter (lvspec, random by default), sd for an unpruned one (fly, fly_plus, lvspec with
-    draft_video_keep=1), sd@self for Self-SD; the counterpart's rule_params are the loose run's K and
-    pruning params, so its records carry exactly those params."""
+    draft_video_keep=1), sd@self for Self-SD; the counterpart's rule_params are the loose run's K, pruning
+    params and draft schedule, so its records carry exactly those params."""
     from lvspec_eval.config import lossless_counterpart
 
+    fixed = LVSpecArgs(method="lvspec", draft_schedule="fixed").lossless_counterpart()
+    assert fixed.rule_params()["draft_schedule"] == "fixed" and "short_answer_tokens" not in fixed.rule_params()
     cases = [
         (dict(method="lvspec"), "specvlm", {"num_draft_tokens": 10, "draft_video_keep": 0.1, "draft_video_mass": 0.4,
                                             "draft_video_layer": None, "draft_video_fill": "linspace"}),
@@ -117,6 +123,7 @@ def test_lossless_counterpart_has_the_same_drafter_input():
           "draft_video_fill": "linspace"}),
     ]
     for kwargs, strict, params in cases:
+        params = {**params, **SCHEDULE}
         args = LVSpecArgs(**kwargs)
         other = args.lossless_counterpart()
         assert (other.method, other.rule_params()) == (strict, params), kwargs

@@ -39,7 +39,8 @@ TASK = "cap"
 #: LVSpecArgs(method="lvspec", num_draft_tokens=4).rule_params(): the paper's defaults, pruned drafter
 LVSPEC_PARAMS = {"num_draft_tokens": 4, "relax_ratio": 0.7, "top_n": 10, "shift_window": 2, "anchor_rule": "rank",
                  "anchor_side": "both", "relevance_repr": "embedding", "relevance_layer": -1, "draft_video_keep": 0.1,
-                 "draft_video_mass": 0.4, "draft_video_layer": None, "draft_video_fill": "linspace"}
+                 "draft_video_mass": 0.4, "draft_video_layer": None, "draft_video_fill": "linspace",
+                 "draft_schedule": "auto", "short_answer_tokens": 32}
 
 
 def record(method, doc_id, **fields):
@@ -236,7 +237,8 @@ def test_bootstrap_is_seeded_percentile_over_samples(runs):
     assert bootstrap_ratio([], [], 1000, 0) is None
 
 
-SPECVLM_PARAMS = {k: v for k, v in LVSPEC_PARAMS.items() if k == "num_draft_tokens" or k.startswith("draft_video")}
+SPECVLM_PARAMS = {k: v for k, v in LVSPEC_PARAMS.items()
+                  if k in ("num_draft_tokens", "draft_schedule", "short_answer_tokens") or k.startswith("draft_video")}
 
 
 def test_tau_ratio_pairs_a_loose_row_with_the_lossless_run_of_the_same_drafter_input(runs, tmp_path):

@@ -388,7 +388,9 @@ def test_drafter_eos_and_until_across_rounds(where, tmp_path, tiny_target, clips
         names += ",lvspec_rb_until"
     stats = tmp_path / "r.jsonl"
     # until_policy=honour: lvspec_qwen ignores `until` by default, as lmms-eval's chat qwen2_5_vl does
+    # draft_schedule=fixed: rounds aligned from the first token (plan_eos places the EOS in a block)
     args = (f"pretrained={target},draft_pretrained=self,draft_video_keep=1.0,method=sd,num_draft_tokens={k},"
+            "draft_schedule=fixed,"
             f"dtype=float32,device_map=cpu,{PIXELS},paired_baseline=true,until_policy=honour,stats_path={stats}")
     proc = run_cli("lvspec_qwen", args, tasks, tmp_path / "out", tasks=names)
     records = {r["task"]: r for r in read_records(stats)}

@@ -300,7 +300,7 @@ def test_sweep_selection_takes_the_highest_tau_ratio_at_the_retention_bar():
         return LVSpecArgs(method="lvspec", **kw).rule_params()
 
     rows = [
-        _sweep_row("sd", {"num_draft_tokens": 10}, [4.0, 4.0], 1.0, "sd"),
+        _sweep_row("sd", LVSpecArgs(method="sd").rule_params(), [4.0, 4.0], 1.0, "sd"),
         _sweep_row("specvlm", LVSpecArgs(method="specvlm").rule_params(), [2.0, 4.0], 1.0, "specvlm"),
         _sweep_row("lvspec", lv(), [4.0, 5.0], 0.995, "lvspec"),  # 9 / 6 = 1.5
         _sweep_row("lvspec", lv(relax_ratio=0.9), [6.0, 6.0], 0.98),  # 12 / 6 = 2.0, below the bar

@@ -37,8 +37,14 @@ class Prefill:
     visual_features: Optional[torch.Tensor]  # [Nv, H] projected visual features inserted at prefill
     hidden: Optional[torch.Tensor]  # [S, H] hidden states at the capture layer (if asked)
     video_coords: Optional[torch.Tensor] = None  # [Nvid, 3] long (frame, row, col) of each video token, prompt order
-    video_attention: Optional[torch.Tensor] = None  # [Nvid] attention from the prompt tokens after the video (if asked)
     video_tokens_fed: Optional[int] = None  # video tokens this model prefilled on (< Nvid when pruned)
+    video_attention_probe: Optional[Any] = None  # the prefill's attention probe (its `result` is `video_attention`)
+
+    @property
+    def video_attention(self) -> Optional[torch.Tensor]:
+        """[Nvid] attention from the prompt tokens after the video (if asked), computed on first read:
+        a ranking that no drafter asks for costs nothing."""
+        return None if self.video_attention_probe is None else self.video_attention_probe.result
 
 
 class Session:
@@ -59,7 +65,8 @@ class Session:
         self.capture_layer = capture_layer
         self.last_hidden: Optional[torch.Tensor] = None  # [k, H] of the last extend, if capturing
         self.profile = False  # when True, extend() accumulates its device-synchronised time
-        self.forward_s = 0.0
+        self.forward_s = 0.0  # model forwards only (probe computations excluded)
+        self.probe_s = 0.0  # video-attention probe computations inside those forwards (engine overhead)
         self.video_probe: Optional[tuple[int, torch.Tensor]] = None  # (layer, video rows) -> last_video_attention
         self.last_video_attention: Optional[torch.Tensor] = None  # [k] of the last extend, if probing
 
@@ -72,19 +79,30 @@ class Session:
         start = self.length + self.offset
         return torch.arange(start, start + k, device=self.device).view(1, k)
 
-    def extend(self, ids: torch.Tensor) -> torch.Tensor:  # ids: [k] -> logits [k, V]
+    def extend(self, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:  # ids: [k] -> logits [k, V]
+        """Feed k tokens in one forward; their logits [k, V] ([1, V] with `last_only`: the output layer
+        runs on the last position only, as a drafter step needs)."""
         ids = ids.to(self.device).view(1, -1)  # [1, k]
         k = ids.shape[1]
+        kwargs = {"input_ids": ids, "position_ids": self.position_ids(k), "use_cache": True,
+                  self.adapter.cache_kwarg: self.cache}
+        if last_only:
+            kwargs["logits_to_keep"] = 1
+        probe = self.adapter.video_attention(self, *self.video_probe) if self.video_probe else None
+        if probe is not None:
+            probe.timed = self.profile
         watch = Stopwatch(self.device) if self.profile else None
         if watch:
             watch.start()
-        probe = self.adapter.video_attention(self, *self.video_probe) if self.video_probe else contextlib.nullcontext()
-        with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured, probe:
-            out = self.adapter.model(input_ids=ids, position_ids=self.position_ids(k), use_cache=True,
-                                     **{self.adapter.cache_kwarg: self.cache})
+        with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured, \
+                probe if probe is not None else contextlib.nullcontext():
+            out = self.adapter.model(**kwargs)
         if watch:
-            self.forward_s += watch.stop()
-        if self.video_probe:
+            spent = watch.stop()
+            probe_s = probe.spent_s if probe is not None else 0.0
+            self.forward_s += spent - probe_s
+            self.probe_s += probe_s
+        if probe is not None:
             self.last_video_attention = probe.result
         self.length += k
         if captured:
@@ -278,7 +296,7 @@ class HFAdapter:
             visual_features=torch.cat(visual, 0) if visual else None,
             hidden=captured[0][0] if captured else None,
             video_coords=self.video_coords(inputs) if video_rows.numel() else None,
-            video_attention=probe.result if probe is not None else None,
             video_tokens_fed=fed_video,
+            video_attention_probe=probe,
         )
         return session, prefill

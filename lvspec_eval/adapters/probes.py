@@ -12,16 +12,21 @@ already rotated: nothing is recomputed or copied), scores in the model's dtype w
 heads grouped per key head (GQA without repeating the keys), scaled, causally masked, softmax in
 float32. Only the query rows asked for are computed. A forward hook on the attention module does
 it after the module ran, so any attention backend (sdpa, eager, flash) works and the model's
-forward is untouched.
+forward is untouched. The prefill probe is lazy (`AttentionProbe(lazy=True)`): the hook keeps the
+query rows' inputs and the probabilities are computed when the result is first read (a drafter
+that never starts never pays for its pruning ranking).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from typing import Any, Callable, Optional
 
 import torch
+
+from lvspec_eval.metrics.timing import Stopwatch
 
 
 def attention_probs(queries: torch.Tensor, keys: torch.Tensor, query_pos: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -56,50 +61,83 @@ def layer_queries(attn: torch.nn.Module, hidden: torch.Tensor, cos: torch.Tensor
 
 
 class AttentionProbe:
-    """Context manager: a forward hook on one self-attention module; after each forward it stores
-    `reduce(probs)` in `result`, probs [h, Q, L] being `attention_probs` of the new rows from
-    `first_row(k)` on (None: nothing to compute, `result = empty`) against every key of the
-    layer's cache entry (past + the k new ones)."""
+    """Context manager: a forward hook on one self-attention module; after each forward `result` holds
+    `reduce(probs)`, probs [h, Q, L] being `attention_probs` of the new rows from `first_row(k)` on
+    (None: nothing to compute, `result = empty`) against every key of the layer's cache entry (past +
+    the k new ones).
+
+    lazy: the hook only keeps what the computation needs (the query rows' layer input [1, Q, H] and
+    rotary [1, Q, D], copied, and the key count L) and `result` computes on first read, from the first
+    L keys of the layer's cache (a decode only appends after them). A prefill ranking that is never
+    read (a short answer whose drafter never starts) then costs a copy of Q rows per layer.
+    `spent_s`: seconds spent computing probabilities (engine overhead, not the model's forward),
+    device-synchronised when `timed`."""
 
     def __init__(self, attn: torch.nn.Module, cache: Any, first_row: Callable[[int], Optional[int]],
-                 reduce: Callable[[torch.Tensor], torch.Tensor], empty: Optional[torch.Tensor] = None):
+                 reduce: Callable[[torch.Tensor], torch.Tensor], empty: Optional[torch.Tensor] = None,
+                 lazy: bool = False):
         self.attn, self.cache = attn, cache
-        self.first_row, self.reduce, self.empty = first_row, reduce, empty
-        self.result: Optional[torch.Tensor] = None
+        self.first_row, self.reduce, self.empty, self.lazy = first_row, reduce, empty, lazy
+        self.timed = False
+        self.spent_s = 0.0
+        self._result: Optional[torch.Tensor] = None
+        self._pending: Optional[tuple] = None  # lazy: (hidden [1, Q, H], cos [1, Q, D], sin [1, Q, D], L, k - first)
 
     def __enter__(self) -> "AttentionProbe":
-        self.result = None
+        self._result, self._pending = None, None
         self.handle = self.attn.register_forward_hook(self._hook, with_kwargs=True)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.handle.remove()
 
+    @property
+    def result(self) -> Optional[torch.Tensor]:
+        if self._pending is not None:
+            self._result, self._pending = self._compute(*self._pending), None
+        return self._result
+
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
         hidden = kwargs.get("hidden_states", args[0] if args else None)  # [1, k, H], normed layer input
         k = hidden.shape[1]
         first = self.first_row(k)
         if first is None:
-            self.result = self.empty
+            self._result, self._pending = self.empty, None
             return
-        keys = self.cache.layers[module.layer_idx].keys  # [1, kvh, L, D]: past + the k new keys
         cos, sin = kwargs["position_embeddings"]  # [1, k, D] each
-        queries = layer_queries(module, hidden[:, first:], cos[:, first:], sin[:, first:])  # [1, h, Q, D]
-        length = keys.shape[2]
-        query_pos = torch.arange(length - k + first, length, device=keys.device)  # [Q]
-        scaling = getattr(module, "scaling", module.head_dim ** -0.5)
-        self.result = self.reduce(attention_probs(queries, keys, query_pos, scaling)).cpu()
+        length = self.cache.layers[module.layer_idx].keys.shape[2]  # past + the k new keys
+        rows = (hidden[:, first:], cos[:, first:], sin[:, first:], length, k - first)
+        if self.lazy:  # copies: a view would keep the whole prompt's activations alive
+            self._pending = tuple(x.clone() if torch.is_tensor(x) else x for x in rows)
+        else:
+            self._result, self._pending = self._compute(*rows), None
+
+    def _compute(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, length: int,
+                 q_len: int) -> torch.Tensor:
+        watch = Stopwatch(hidden.device) if self.timed else None
+        t0 = time.perf_counter()
+        if watch:
+            watch.start()
+        module = self.attn
+        with torch.inference_mode():  # a lazy probe computes after the forward's inference mode ended
+            keys = self.cache.layers[module.layer_idx].keys[:, :, :length]  # [1, kvh, L, D]
+            queries = layer_queries(module, hidden, cos, sin)  # [1, h, Q, D]
+            query_pos = torch.arange(length - q_len, length, device=keys.device)  # [Q]
+            scaling = getattr(module, "scaling", module.head_dim ** -0.5)
+            out = self.reduce(attention_probs(queries, keys, query_pos, scaling)).cpu()
+        self.spent_s += watch.stop() if watch else time.perf_counter() - t0
+        return out
 
 
 def prefill_video_attention(attn: torch.nn.Module, cache: Any, video_rows: torch.Tensor) -> AttentionProbe:
-    """Probe for a full prefill: the attention the prompt tokens after the video give each video
+    """Lazy probe for a full prefill: the attention the prompt tokens after the video give each video
     token, mean over heads and those query rows -> `result` [Nvid] (zeros when no token follows
-    the video). video_rows: [Nvid] long, prompt positions of the video tokens."""
+    the video), computed when first read. video_rows: [Nvid] long, prompt positions of the video tokens."""
     first = int(video_rows.max()) + 1
     cols = video_rows.to(attn.q_proj.weight.device)
     return AttentionProbe(attn, cache, lambda k: first if first < k else None,
                           lambda probs: probs.mean(dim=(0, 1))[cols],  # [h, Q, L] -> [L] -> [Nvid]
-                          empty=torch.zeros(video_rows.numel()))
+                          empty=torch.zeros(video_rows.numel()), lazy=True)
 
 
 def video_attention_share(attn: torch.nn.Module, cache: Any, video_rows: torch.Tensor) -> AttentionProbe:
@@ -119,24 +157,30 @@ def video_attention_share(attn: torch.nn.Module, cache: Any, video_rows: torch.T
 class LayerMeanProbe(contextlib.ExitStack):
     """Context manager over several probes of one forward: `result` is the mean of their results
     (SpecVLM's ranking averages the attention maps of every decoder layer: zju-jiyicheng/SpecVLM,
-    utils/utils.py `convert_attention_to_score`)."""
+    utils/utils.py `convert_attention_to_score`), computed when first read (lazy probes compute then)."""
 
     def __init__(self, probes: list[AttentionProbe]):
         super().__init__()
         self.probes = probes
-        self.result: Optional[torch.Tensor] = None  # set on exit
+        self._result: Optional[torch.Tensor] = None
 
     def __enter__(self) -> "LayerMeanProbe":
         super().__enter__()
+        self._result = None
         for probe in self.probes:
             self.enter_context(probe)
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
-        suppress = super().__exit__(*exc)
-        results = [p.result for p in self.probes]
-        self.result = torch.stack(results).mean(0) if all(r is not None for r in results) else None
-        return suppress
+    @property
+    def result(self) -> Optional[torch.Tensor]:
+        if self._result is None:
+            results = [p.result for p in self.probes]
+            self._result = torch.stack(results).mean(0) if all(r is not None for r in results) else None
+        return self._result
+
+    @property
+    def spent_s(self) -> float:
+        return sum(p.spent_s for p in self.probes)
 
 
 class HiddenCapture:

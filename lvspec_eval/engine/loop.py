@@ -5,17 +5,15 @@ forward over [last] is a plain greedy step, so the baseline runs through the sam
 the same loop and the same timers as the speculative methods.
 
 Per round exactly one target forward and K drafter forwards (fewer only when the drafter
-proposes EOS, or when fewer than K+1 tokens remain to max_new_tokens).
+proposes EOS, or when fewer than K+1 tokens remain to max_new_tokens; none before the drafter
+starts, which the method's `DraftSchedule` may hold back on a short-answer request). Drafter steps
+compute the output layer at their last position only (`Session.extend(last_only=True)`); both caches
+are allocated for the prompt + max_new_tokens + K + 1 tokens at prefill and never regrow.
 
 Stops (`StopCondition`): EOS, `max_new_tokens` and the `until` strings of `cfg` are checked on
 every emitted token, also inside a round; the round's tokens after the stopping one are never
 emitted or counted, so a lossless method ends on the same token as `ar`. EOS and the special
 tokens of `cfg.special_ids` are verified strictly under every rule (`acceptance.judge_round`).
-
-Every argmax of the target (the prefill's token, each verify row, a plain step) and of the drafter
-first runs `cfg.processing`: the logits processors of the built-in backend's greedy `generate`
-(e.g. a checkpoint's repetition_penalty), each row with the context `generate` would give it
-(`engine.processors`). None (nothing runs) when the checkpoint's generation config sets none.
 
 One provenance code and one anchor flag per emitted token (P T E L S C B; a f -): their meanings
 and the decoding terms (round, exact, loose, shift, correction, bonus) are in `lvspec_eval.glossary`.
@@ -34,6 +32,7 @@ from lvspec_eval.adapters.base import HFAdapter, Prefill, Session
 from lvspec_eval.config import DecodeConfig
 from lvspec_eval.detokenize import Decode
 from lvspec_eval.engine.processors import bind, processed
+from lvspec_eval.engine.schedule import DraftSchedule, FixedSchedule
 from lvspec_eval.engine.stopping import StopCondition
 from lvspec_eval.metrics.timing import Stopwatch
 from lvspec_eval.pruning import VideoPruning
@@ -55,11 +54,13 @@ class DecodeResult:
     accepted_per_position: list[int] = field(default_factory=list)  # [K] accepted count per draft position
     per_step_drafted: list[int] = field(default_factory=list)  # [rounds] draft tokens proposed in each round
     per_step_accepted: list[int] = field(default_factory=list)  # [rounds] draft tokens accepted in each round
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
+    prefill_s: float = 0.0  # target prefill + drafter start (its prefill, the pruning's ranking, the anchor finder)
+    decode_s: float = 0.0  # the loop after prefill, a late drafter start excluded
+    draft_prefill_s: float = 0.0  # the drafter start's share of prefill_s (0 when the drafter never started)
     stop_reason: str = ""  # eos | until | max_new_tokens
     draft_forward_s: float = 0.0  # only with profile=True: decode-time spent inside drafter forwards
-    target_forward_s: float = 0.0  # only with profile=True: decode-time spent inside target forwards
+    target_forward_s: float = 0.0  # only with profile=True: decode-time spent inside target forwards (probes excluded)
+    probe_s: float = 0.0  # only with profile=True: decode-time spent in the target's video-attention probes
     video_tokens: Optional[int] = None  # video tokens in the target's prompt (None: no video)
     draft_video_tokens: Optional[int] = None  # video tokens the drafter prefilled on (< video_tokens when pruned)
 
@@ -82,6 +83,24 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
 AnchorFactory = Callable[[Prefill, Session], Any]  # returns an AnchorFinder
 
 
+def start_drafter(draft: HFAdapter, inputs: dict[str, Any], reserve: int, t_pre: Prefill, t_sess: Session,
+                  pruning: Optional[VideoPruning], anchor_factory: Optional[AnchorFactory],
+                  video_attention_layer: Optional[int]) -> tuple[Session, Prefill, Any]:
+    """Prefill the drafter on `inputs` (on the pruned video when `pruning`: its ranking is read from the
+    target's prefill now) and make the anchor finder (None when `anchor_factory` is); with
+    `video_attention_layer`, the target's later forwards probe their attention share on the video.
+    Returns (drafter session, drafter prefill, finder)."""
+    if pruning is not None:
+        inputs = pruning.draft_inputs(inputs, t_pre)
+    d_sess, d_pre = draft.start(inputs, reserve=reserve)
+    finder = anchor_factory(t_pre, t_sess) if anchor_factory is not None else None
+    if finder is not None and video_attention_layer is not None:
+        video_rows = torch.nonzero(~t_pre.text_mask).view(-1)
+        if video_rows.numel():
+            t_sess.video_probe = (video_attention_layer, video_rows)
+    return d_sess, d_pre, finder
+
+
 def decode(
     target: HFAdapter,
     target_inputs: dict[str, Any],
@@ -91,6 +110,7 @@ def decode(
     draft_inputs: Optional[dict[str, Any]] = None,
     pruning: Optional[VideoPruning] = None,
     rule: Optional[AcceptanceRule] = None,
+    schedule: Optional[DraftSchedule] = None,
     anchor_factory: Optional[AnchorFactory] = None,
     capture_layer: Optional[int] = None,
     video_attention_layer: Optional[int] = None,
@@ -101,6 +121,8 @@ def decode(
     """Greedy decoding of `target`, speculative when `draft` and `rule` are given (callers decode
     through `lvspec_eval.engine.methods.Method.decode`, which passes a method's parts here).
 
+    schedule: when the drafter starts (`engine.schedule`; None: the paper's `FixedSchedule`, at prefill).
+    A drafter that starts late is prefilled inside the loop; its prefill time counts in `prefill_s`.
     detokenize(ids) -> text: the answer's text, searched for `cfg.until` (needed only with until strings).
     video_attention_layer: probe the target's attention share on the video at this decoder layer in
     every verify forward (for relevance_repr=attention).
@@ -110,57 +132,63 @@ def decode(
     if speculative and rule is None:
         raise ValueError("a drafter needs an acceptance rule")
     k_max = cfg.num_draft_tokens if speculative else 0
+    solo = (schedule or FixedSchedule()).solo_tokens(cfg.max_new_tokens) if speculative else 0
+    reserve = cfg.max_new_tokens + k_max + 1  # cache room beyond the prompt: the caches never regrow
     eos = set(cfg.eos_ids)
     stop = StopCondition(cfg.max_new_tokens, cfg.eos_ids, cfg.until, detokenize)
     special_ids = torch.tensor(sorted(eos | set(cfg.special_ids)), dtype=torch.long)  # [S]
     res = DecodeResult(accepted_per_position=[0] * k_max)
     watch = Stopwatch(device=target.input_device)
-
-    # 1. Prefill: the target (and the drafter) read the prompt; the target's choice is token 1.
-    watch.start()
     prune = pruning if speculative else None
-    t_sess, t_pre = target.start(target_inputs, capture_layer=capture_layer,
+    factory = anchor_factory if speculative and rule.needs_anchors else None
+    d_inputs = draft_inputs if draft_inputs is not None else target_inputs
+
+    # 1. Prefill: the target reads the prompt; its choice is token 1. The drafter starts now, or (schedule)
+    #    once the target alone has emitted `solo` tokens and the answer goes on (step 2).
+    watch.start()
+    t_sess, t_pre = target.start(target_inputs, capture_layer=capture_layer, reserve=reserve,
                                  **({"attention_layer": prune.layer} if prune is not None else {}))
     res.video_tokens = t_pre.video_tokens_fed if t_pre.video_coords is not None else None
     t_proc = bind(cfg.processing, t_pre.prompt_ids, cfg.max_new_tokens)  # generate's logits processors (None: none)
-    d_sess = d_proc = None
-    if speculative:
-        d_inputs = draft_inputs if draft_inputs is not None else target_inputs
-        if prune is not None:
-            d_inputs = prune.draft_inputs(d_inputs, t_pre)
-        d_sess, d_pre = draft.start(d_inputs)
-        d_proc = bind(cfg.processing, d_pre.prompt_ids if d_pre is not None else None, cfg.max_new_tokens)
-        if res.video_tokens is not None and d_pre is not None:
-            res.draft_video_tokens = d_pre.video_tokens_fed
-    finder = anchor_factory(t_pre, t_sess) if (speculative and rule.needs_anchors and anchor_factory) else None
-    if finder is not None and video_attention_layer is not None:
-        video_rows = torch.nonzero(~t_pre.text_mask).view(-1)
-        if video_rows.numel():
-            t_sess.video_probe = (video_attention_layer, video_rows)
     last = int(greedy(processed(t_proc, t_pre.logits.view(1, -1), ())[0]))
-    res.prefill_s = watch.stop()
-    for sess in (t_sess, d_sess):
-        if profile and sess is not None:
-            sess.profile = True
-
-    vocab = min(t_sess.vocab_size, d_sess.vocab_size) if speculative else t_sess.vocab_size
     tokens, prov, flags = res.tokens, [], []
     tokens.append(last)
     prov.append("P")
     flags.append("-")
     pending = [last]  # accepted tokens not yet fed to the drafter
     res.stop_reason = stop.push(last)
+    d_sess, d_pre, finder, d_proc = None, None, None, None
+    drafter_watch = Stopwatch(device=target.input_device)
+    if speculative and solo <= 1 and not res.stop_reason:
+        drafter_watch.start()
+        d_sess, d_pre, finder = start_drafter(draft, d_inputs, reserve, t_pre, t_sess, prune, factory,
+                                              video_attention_layer)
+        d_sess.profile = profile
+        d_proc = bind(cfg.processing, d_pre.prompt_ids if d_pre is not None else None, cfg.max_new_tokens)
+        res.draft_prefill_s = drafter_watch.stop()
+    res.prefill_s = watch.stop()
+    t_sess.profile = profile
+    vocab = min(t_sess.vocab_size, draft.vocab_size) if speculative else t_sess.vocab_size
+    late_start_s = 0.0  # a drafter started inside the loop (moved from decode_s to prefill_s)
 
     watch.start()
     while not res.stop_reason:
-        k = min(k_max, cfg.max_new_tokens - len(tokens) - 1)
-
-        # 2. Draft: K greedy drafter steps; the first one also feeds the pending accepted tokens.
+        # 2. Draft: K greedy drafter steps; the first one also feeds the pending accepted tokens. A drafter
+        #    held back by the schedule starts once `solo` tokens are out; until then a round drafts nothing.
+        if speculative and d_sess is None and len(tokens) >= solo:
+            drafter_watch.start()
+            d_sess, d_pre, finder = start_drafter(draft, d_inputs, reserve, t_pre, t_sess, prune, factory,
+                                                  video_attention_layer)
+            d_sess.profile = profile
+            d_proc = bind(cfg.processing, d_pre.prompt_ids if d_pre is not None else None, cfg.max_new_tokens)
+            late_start_s = res.draft_prefill_s = drafter_watch.stop()
+        k = min(k_max, cfg.max_new_tokens - len(tokens) - 1) if d_sess is not None else 0
         draft_ids: list[int] = []
         if k > 0:
             feed = pending
             for _ in range(k):
-                logits = processed(d_proc, d_sess.extend(torch.tensor(feed))[-1:], tokens, draft_ids)[0]  # [V_d]
+                logits = d_sess.extend(torch.tensor(feed), last_only=True)[-1:]  # [1, V_d], last position only
+                logits = processed(d_proc, logits, tokens, draft_ids)[0]  # [V_d]
                 nxt = int(greedy(logits[:vocab]))
                 draft_ids.append(nxt)
                 feed = [nxt]
@@ -215,7 +243,7 @@ def decode(
         # 5. Commit: crop both caches to the accepted prefix; the last emitted token is `last`.
         t_sess.crop(t_sess.length - (k + 1) + 1 + n)
         if speculative:
-            if k == 0:
+            if k == 0:  # nothing drafted (drafter not started yet, or no budget left): the drafter sees it later
                 pending = pending + [emitted[-1]]
             else:
                 fed = len(pending) + k - 1  # tokens the drafter consumed this round
@@ -223,10 +251,14 @@ def decode(
                 d_sess.crop(d_sess.length - fed + len(pending) + keep_drafts)
                 pending = draft_ids[keep_drafts:n] + [emitted[-1]]
         last = tokens[-1]
-    res.decode_s = watch.stop()
+    res.decode_s = watch.stop() - late_start_s
+    res.prefill_s += late_start_s
+    if d_sess is not None and d_pre is not None and res.video_tokens is not None:
+        res.draft_video_tokens = d_pre.video_tokens_fed
     if profile:
         res.target_forward_s = t_sess.forward_s
-        res.draft_forward_s = getattr(d_sess, "forward_s", 0.0) if d_sess is not None else 0.0
+        res.draft_forward_s = d_sess.forward_s if d_sess is not None else 0.0
+        res.probe_s = t_sess.probe_s
     res.provenance = "".join(prov)
     res.anchor_flags = "".join(flags)
     t_sess.close()

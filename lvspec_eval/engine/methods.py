@@ -2,8 +2,8 @@
 
 `build_method(args)` is the only place that turns model args into an acceptance rule, an anchor
 spec (whose `finder` makes the per-sample AnchorFinder from the target's prefill), the SpecVLM
-pruning of the drafter's video, the hidden-state capture layer and the video-attention probe
-layer. The lmms-eval backends, the testbed sweep, the benchmarks and the tests all decode through
+pruning of the drafter's video, the hidden-state capture layer, the video-attention probe
+layer and the draft schedule (when the drafter starts). The lmms-eval backends, the testbed sweep, the benchmarks and the tests all decode through
 `Method.decode`; a setting travels one way, args -> `build_method` -> rule/finder/pruning.
 Never imports lmms-eval.
 """
@@ -19,6 +19,7 @@ from lvspec_eval.acceptance import AcceptanceRule, FlyPlusRule, FlyRule, LVSpecR
 from lvspec_eval.adapters.base import HFAdapter
 from lvspec_eval.config import DecodeConfig, LVSpecArgs
 from lvspec_eval.engine.loop import DecodeResult, decode
+from lvspec_eval.engine.schedule import AutoSchedule, DraftSchedule, FixedSchedule
 from lvspec_eval.pruning import ALL_LAYERS, VideoPruning
 from lvspec_eval.relevance import AnchorRule, AnchorSide, AnchorSpec, RelevanceRepr
 
@@ -35,6 +36,7 @@ class Method:
     anchors: Optional[AnchorSpec]  # None: the rule needs no anchors
     capture_layer: Optional[int]  # target decoder layer whose hidden states the finder reads (relevance_repr=hidden)
     probe_layer: Optional[int]  # target decoder layer of the video-attention probe (relevance_repr=attention)
+    schedule: Optional[DraftSchedule] = None  # when the drafter starts (None: `ar`, which drafts nothing)
 
     @property
     def name(self) -> str:
@@ -46,7 +48,7 @@ class Method:
 
     def _parts(self) -> tuple:
         rule = None if self.rule is None else (type(self.rule), sorted(vars(self.rule).items()))
-        return (self.args, rule, self.pruning, self.anchors, self.capture_layer, self.probe_layer)
+        return (self.args, rule, self.pruning, self.anchors, self.capture_layer, self.probe_layer, self.schedule)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Method) and self._parts() == other._parts()
@@ -65,6 +67,7 @@ class Method:
             draft=draft if self.drafts else None,
             pruning=self.pruning,
             rule=self.rule,
+            schedule=self.schedule,
             anchor_factory=self.anchors.finder if self.anchors is not None else None,
             capture_layer=self.capture_layer,
             video_attention_layer=self.probe_layer,
@@ -94,6 +97,15 @@ def _rule(args: LVSpecArgs) -> Optional[AcceptanceRule]:
     raise ValueError(f"unknown method {method!r}")
 
 
+def _schedule(args: LVSpecArgs) -> Optional[DraftSchedule]:
+    """When the drafter of `args.method` starts (None for `ar`)."""
+    if args.method == "ar":
+        return None
+    if args.draft_schedule == "fixed":
+        return FixedSchedule()
+    return AutoSchedule(short_answer_tokens=args.short_answer_tokens)
+
+
 def build_method(args: LVSpecArgs) -> Method:
     """Everything one decode of `args.method` needs, from `args` alone."""
     rule = _rule(args)
@@ -109,4 +121,5 @@ def build_method(args: LVSpecArgs) -> Method:
     signal = anchors.verify_signal if anchors is not None else None  # relevance signals only where a finder reads them
     return Method(args=args, rule=rule, pruning=pruning, anchors=anchors,
                   capture_layer=args.relevance_layer if signal is RelevanceRepr.HIDDEN else None,
-                  probe_layer=args.relevance_layer if signal is RelevanceRepr.ATTENTION else None)
+                  probe_layer=args.relevance_layer if signal is RelevanceRepr.ATTENTION else None,
+                  schedule=_schedule(args))

@@ -115,7 +115,8 @@ DECODE = Group("decode", "successful samples (no `error`)", (
     Field("prompt_tokens", "int", "prompt length in tokens, video tokens included"),
     Field("video_tokens", "int", "video tokens in the target's prompt; null without video", nullable=True),
     Field("draft_video_tokens", "int", "video tokens the drafter prefilled on (< video_tokens when pruned); null for "
-                                       "ar or without video", nullable=True),
+                                       "ar, without video, or when the drafter never started (draft_schedule=auto "
+                                       "on a short answer)", nullable=True),
     Field("speculative_decoding_stats", "object", "vLLM's per-request speculative-decoding statistics under vLLM's "
                                                   "names (table below); null for ar", nullable=True),
 ))
