@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from lvspec_eval.config import FLY_ENTROPY_NORMS, FLY_WINDOW_RULES
@@ -151,13 +152,34 @@ def top_k_entropy(logits: torch.Tensor, k: int = 3, renormalise: bool = False) -
     3 * 0.01 * ln 100 = 0.138). renormalise=True: p is the softmax over the k logits alone (ln k at
     most; the same flat row scores ln 3 = 1.099). Zero probabilities contribute 0."""
     logits = logits.float()
-    top = logits.topk(min(int(k), logits.shape[-1]), dim=-1).values  # [P, k]
+    k = min(int(k), logits.shape[-1])
+    if logits.device.type == "cpu" and k <= 8:  # numpy's reductions: ~3x faster than torch's on one CPU thread
+        top, lse = _top_k_and_logsumexp(logits.numpy(), k)
+        top, lse = torch.from_numpy(top), torch.from_numpy(lse)
+    else:
+        top = logits.topk(k, dim=-1).values  # [P, k]
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # [P, 1]
     if renormalise:
         logp = torch.log_softmax(top, dim=-1)
     else:
-        logp = top - torch.logsumexp(logits, dim=-1, keepdim=True)  # log of the full softmax, top-k entries
+        logp = top - lse  # log of the full softmax, top-k entries
     p = logp.exp()
     return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+
+
+def _top_k_and_logsumexp(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """[P, V] float32 -> (the k largest values of each row [P, k], descending; logsumexp [P, 1]):
+    k argmax passes over a copy (for small k, faster than a partition or a sort)."""
+    m = a.max(-1, keepdims=True)
+    lse = m + np.log(np.exp(a - m).sum(-1, keepdims=True))  # numpy sums pairwise
+    b = a.copy()
+    rows = np.arange(a.shape[0])
+    top = np.empty((a.shape[0], k), dtype=np.float32)
+    for j in range(k):
+        i = b.argmax(-1)
+        top[:, j] = b[rows, i]
+        b[rows, i] = -np.inf
+    return top, lse
 
 
 def fly_window_ok(exact: torch.Tensor, window: int, rule: str = "amd") -> torch.Tensor:
