@@ -18,6 +18,7 @@ Sources and the commands that make them (docs/testbed.md):
   demo          reports/demo/summary.json         make demo (python -m testbed.demo)
   sweep         reports/testbed_sweep.json        python -m testbed.sweep (validation clips)
   demo_llava    reports/demo_llava_ov/summary.json python -m testbed.demo --family llava_ov --methods ...
+  demo_qwen3    reports/demo_qwen3_vl/summary.json python -m testbed.demo --family qwen3_vl --methods ...
   bars          reports/demo/summary.json         (the lvspec bars, from the demo's caption table)
 """
 
@@ -35,6 +36,8 @@ from testbed.paths import REPORTS
 REPORT = REPORTS / "testbed.md"
 LLAVA_COMMAND = ("python -m testbed.demo --family llava_ov --methods ar,sd,specvlm,lvspec,lvspec+attention,"
                  "lvspec+target_prob,fly,random,sd@self --tasks caption --out reports/demo_llava_ov")
+QWEN3_COMMAND = ("python -m testbed.demo --family qwen3_vl --methods ar,sd,specvlm,lvspec,lvspec+attention,"
+                 "lvspec+target_prob,fly,random --out reports/demo_qwen3_vl")
 #: The bars of the goal table that the demo's caption rows decide (section "Goal and bars").
 TAU_RATIO_BAR, RETENTION_BAR, SPEEDUP_RATIO_BAR = 2.0, 0.99, 1.5
 _BLOCK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>\w+)[^>]*-->\n)(?P<body>.*?)(<!-- END GENERATED (?P=name) -->)",
@@ -144,6 +147,8 @@ BLOCKS: dict[str, tuple[Path, Callable[[Optional[dict]], str]]] = {
     "sweep": (REPORTS / "testbed_sweep.json", sweep_block),
     "demo_llava": (REPORTS / "demo_llava_ov" / "summary.json",
                    lambda doc: demo_block(doc, "llava_ov", LLAVA_COMMAND)),
+    "demo_qwen3": (REPORTS / "demo_qwen3_vl" / "summary.json",
+                   lambda doc: demo_block(doc, "qwen3_vl", QWEN3_COMMAND)),
     "bars": (REPORTS / "demo" / "summary.json", bars_block),
 }
 

@@ -120,8 +120,11 @@ def test_target_prob_rule_lambda0_is_sd_and_relaxed_accepts_more(target, draft, 
     sd = SD.decode(target, draft, inputs[0], cfg(5), seed=0)
     lv0 = target_prob(0.0).decode(target, draft, inputs[0], cfg(5), seed=0)
     assert lv0.tokens == sd.tokens == ar_runs[0].tokens and lv0.provenance == sd.provenance
-    lv = target_prob(0.999).decode(target, draft, inputs[0], cfg(5), seed=0)
-    assert lv.accepted > sd.accepted and lv.accepted_loose > 0 and "f" in lv.anchor_flags
+    # relaxed: more accepted over the samples (a tiny random pair may have a sample with no confident target)
+    sds = [sd] + [SD.decode(target, draft, inp, cfg(5), seed=0) for inp in inputs[1:3]]
+    lvs = [target_prob(0.999).decode(target, draft, inp, cfg(5), seed=0) for inp in inputs[:3]]
+    assert sum(r.accepted for r in lvs) > sum(r.accepted for r in sds)
+    assert sum(r.accepted_loose for r in lvs) > 0 and any("f" in r.anchor_flags for r in lvs)
 
 
 def test_block_forward_equals_step_forward(target, inputs, ar_runs):

@@ -71,7 +71,7 @@ def test_paper_table_puts_each_run_on_its_row():
 
     def row(target, method, settings, tau, speedup, retention):
         return {"task": "video_dc499", "target": target, "method": method, "settings": settings, "tau_excl_mean": tau,
-                "speedup_decode": speedup, "retention": retention, "settings_label": "x"}
+                "speedup_decode_pooled": speedup, "retention": retention, "settings_label": "x"}
 
     rows = [row(q, "ar", {}, None, 1.0, 1.0), row(q, "sd", {"num_draft_tokens": 10}, 3.1, 1.3, 1.0),
             row(q, "lvspec", {"relax_ratio": 0.7, "shift_window": 2}, 7.5, 2.5, 0.99),

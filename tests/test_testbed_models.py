@@ -18,7 +18,7 @@ from testbed.paths import TESTBED_TASK_DIR as TASK_DIR
 from testbed.paths import VIDEO_MODEL_ARGS
 #: The roles whose weights are shipped in testbed/weights/ (the Qwen3-VL pair, `make testbed-qwen3`, joins
 #: here and in TRAINED_PAIRS once its weights are committed).
-ROLES = ("target", "drafter", "llava_target", "llava_drafter")
+ROLES = ("target", "drafter", "llava_target", "llava_drafter", "qwen3_target", "qwen3_drafter")
 TRAINED_PAIRS = sorted(p for p, pair in PAIRS.items() if pair.target in ROLES and pair.drafter in ROLES)
 
 
@@ -99,8 +99,8 @@ def test_checkpoint_loads_by_path_and_equals_the_reduced_model(testbed_pair, rol
     assert set(big.argmax(-1).tolist()) <= set(vmap.real_ids)
 
 
-def test_every_pair_but_the_untrained_qwen3_vl_one_is_shipped():
-    assert set(PAIRS) - set(TRAINED_PAIRS) == {"qwen3_vl"}
+def test_every_pair_is_shipped():
+    assert set(TRAINED_PAIRS) == set(PAIRS)
 
 
 @pytest.mark.parametrize("pair", TRAINED_PAIRS)

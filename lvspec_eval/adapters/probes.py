@@ -66,10 +66,11 @@ class AttentionProbe:
     (None: nothing to compute, `result = empty`) against every key of the layer's cache entry (past +
     the k new ones).
 
-    lazy: the hook only keeps what the computation needs (the query rows' layer input [1, Q, H] and
-    rotary [1, Q, D], copied, and the key count L) and `result` computes on first read, from the first
-    L keys of the layer's cache (a decode only appends after them). A prefill ranking that is never
-    read (a short answer whose drafter never starts) then costs a copy of Q rows per layer.
+    lazy: the hook computes only the query rows' queries [1, h, Q, D] (inside the forward, while the
+    module's weights are in place: with accelerate's offloading they are not, after it) and the key
+    count L; `result` computes the probabilities on first read, from the first L keys of the layer's
+    cache (a decode only appends after them). A prefill ranking that is never read (a short answer
+    whose drafter never starts) then costs the queries of Q rows per layer.
     `spent_s`: seconds spent computing probabilities (engine overhead, not the model's forward),
     device-synchronised when `timed`."""
 
@@ -81,7 +82,7 @@ class AttentionProbe:
         self.timed = False
         self.spent_s = 0.0
         self._result: Optional[torch.Tensor] = None
-        self._pending: Optional[tuple] = None  # lazy: (hidden [1, Q, H], cos [1, Q, D], sin [1, Q, D], L, k - first)
+        self._pending: Optional[tuple] = None  # lazy: (queries [1, h, Q, D], L, k - first)
 
     def __enter__(self) -> "AttentionProbe":
         self._result, self._pending = None, None
@@ -106,22 +107,25 @@ class AttentionProbe:
             return
         cos, sin = kwargs["position_embeddings"]  # [1, k, D] each
         length = self.cache.layers[module.layer_idx].keys.shape[2]  # past + the k new keys
-        rows = (hidden[:, first:], cos[:, first:], sin[:, first:], length, k - first)
-        if self.lazy:  # copies: a view would keep the whole prompt's activations alive
-            self._pending = tuple(x.clone() if torch.is_tensor(x) else x for x in rows)
-        else:
-            self._result, self._pending = self._compute(*rows), None
-
-    def _compute(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, length: int,
-                 q_len: int) -> torch.Tensor:
+        t0 = time.perf_counter()
         watch = Stopwatch(hidden.device) if self.timed else None
+        if watch:
+            watch.start()
+        queries = layer_queries(module, hidden[:, first:], cos[:, first:], sin[:, first:])  # [1, h, Q, D]
+        self.spent_s += watch.stop() if watch else time.perf_counter() - t0
+        if self.lazy:
+            self._pending = (queries, length, k - first)
+        else:
+            self._result, self._pending = self._compute(queries, length, k - first), None
+
+    def _compute(self, queries: torch.Tensor, length: int, q_len: int) -> torch.Tensor:
+        watch = Stopwatch(queries.device) if self.timed else None
         t0 = time.perf_counter()
         if watch:
             watch.start()
         module = self.attn
         with torch.inference_mode():  # a lazy probe computes after the forward's inference mode ended
             keys = self.cache.layers[module.layer_idx].keys[:, :, :length]  # [1, kvh, L, D]
-            queries = layer_queries(module, hidden, cos, sin)  # [1, h, Q, D]
             query_pos = torch.arange(length - q_len, length, device=keys.device)  # [Q]
             scaling = getattr(module, "scaling", module.head_dim ** -0.5)
             out = self.reduce(attention_probs(queries, keys, query_pos, scaling)).cpu()
@@ -129,14 +133,28 @@ class AttentionProbe:
         return out
 
 
+class _IndexOn:
+    """An index tensor, copied once to each device that asks for it: the device where a layer's
+    probabilities are computed (its keys' device; not its weights', which sit on "meta" outside the
+    forward when accelerate offloads the layer)."""
+
+    def __init__(self, index: torch.Tensor):
+        self.copies = {index.device: index}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        if device not in self.copies:
+            self.copies[device] = next(iter(self.copies.values())).to(device)
+        return self.copies[device]
+
+
 def prefill_video_attention(attn: torch.nn.Module, cache: Any, video_rows: torch.Tensor) -> AttentionProbe:
     """Lazy probe for a full prefill: the attention the prompt tokens after the video give each video
     token, mean over heads and those query rows -> `result` [Nvid] (zeros when no token follows
     the video), computed when first read. video_rows: [Nvid] long, prompt positions of the video tokens."""
     first = int(video_rows.max()) + 1
-    cols = video_rows.to(attn.q_proj.weight.device)
+    cols = _IndexOn(video_rows)
     return AttentionProbe(attn, cache, lambda k: first if first < k else None,
-                          lambda probs: probs.mean(dim=(0, 1))[cols],  # [h, Q, L] -> [L] -> [Nvid]
+                          lambda probs: probs.mean(dim=(0, 1))[cols.on(probs.device)],  # [h, Q, L] -> [L] -> [Nvid]
                           empty=torch.zeros(video_rows.numel()), lazy=True)
 
 
@@ -144,11 +162,11 @@ def video_attention_share(attn: torch.nn.Module, cache: Any, video_rows: torch.T
     """Probe for one `Session.extend` of k tokens: the share of attention each new query puts on the
     prompt's video tokens (sum over video keys, mean over heads) -> `result` [k]. The query at block
     position j produces the logits that judge draft token j+1."""
-    cols = video_rows.to(attn.q_proj.weight.device)
+    cols = _IndexOn(video_rows)
 
     def share(probs: torch.Tensor) -> torch.Tensor:  # [h, Q, L] -> [Q]
         on_video = torch.zeros(probs.shape[-1], dtype=probs.dtype, device=probs.device)  # [L]
-        on_video[cols] = 1.0
+        on_video[cols.on(probs.device)] = 1.0
         return (probs @ on_video).mean(0)  # sum over the video keys in one pass, mean over heads
 
     return AttentionProbe(attn, cache, lambda k: 0, share)
