@@ -27,7 +27,6 @@ valid on a checkout from before draft_schedule existed, for before/after compari
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from benchmarks.measure import SETTINGS, label  # noqa: E402
+from benchmarks.measure import SETTINGS, label, machine, publish  # noqa: E402
 
 PHASES = ("t_prefill", "d_prefill", "drafting", "verify", "probes", "engine")
 CAPTION_STATS = ("tau_mean", "tau_excl_pooled", "acceptance_rate_pooled", "exact_match_ar_mean",
@@ -170,7 +169,6 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import platform
 
     import torch
 
@@ -194,14 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     tasks = [run_task(models, task, n, schedules, reps) for task, n, reps in
              (("mcq", a.mcq, a.mcq_repeats), ("caption", a.caption, a.caption_repeats)) if n]
     data = {"command": "python -m benchmarks.draft_schedule " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs)",
+            "machine": machine(),
             "threads": torch.get_num_threads(), "minutes": (time.time() - t0) / 60, "tasks": tasks}
-    text = markdown(data)
-    print(text)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
-        a.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    publish(markdown(data), data, a.out)
 
 
 if __name__ == "__main__":

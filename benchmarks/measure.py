@@ -72,18 +72,9 @@ def task_config(task: str) -> dict[str, Any]:
 def testbed_docs(target: Any, task: str, limit: int) -> list[tuple[dict, dict]]:
     """The first `limit` docs of testbed task `task` ("caption" or "mcq") with the target's model inputs,
     prepared from lmms-eval chat messages as the backend prepares them."""
-    import json
+    from testbed.runs import task_docs
 
-    from lvspec_eval.lmms.inputs import prepare_inputs
-    from testbed.paths import TESTBED_TASK_DIR
-
-    docs = [json.loads(line) for line in (TESTBED_TASK_DIR / f"{task}.jsonl").read_text().splitlines()][:limit]
-    out = []
-    for doc in docs:
-        messages = [{"role": "user", "content": [{"type": "video", "url": str(TESTBED_TASK_DIR / "videos" / doc["video"])},
-                                                 {"type": "text", "text": doc["question"]}]}]
-        out.append((doc, prepare_inputs(target, messages)))
-    return out
+    return task_docs(target, f"{task}.jsonl", limit)
 
 
 # -- time -------------------------------------------------------------------------------------------
@@ -330,3 +321,26 @@ def predicted_decode_s(per_step_drafted: list[int], per_step_accepted: list[int]
         total += first[min(pending, widest)] + (k - 1) * costs["draft_step_s"]
         pending = 2 if n == k else 1
     return total
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    import os
+    import platform
+
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs)"
+
+
+def publish(text: str, data: dict[str, Any], out: Optional[Any]) -> None:
+    """Print a benchmark's markdown; with `out`, write it there and its data beside it (`.json`)."""
+    import json
+    from pathlib import Path
+
+    print(text)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")

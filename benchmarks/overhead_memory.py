@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from benchmarks.measure import SETTINGS as SPECULATIVE, label  # noqa: E402
+from benchmarks.measure import SETTINGS as SPECULATIVE, label, machine, publish  # noqa: E402
 
 #: (method, extra model args) of every run: `ar` and the speculative settings (benchmarks.measure.SETTINGS)
 SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (("ar", {}), *SPECULATIVE)
@@ -219,17 +218,12 @@ def main(argv: list[str] | None = None) -> None:
             "models": ("tiny random Qwen2.5-VL models (testbed/fixtures), generated clips" if args.tiny else
                        f"{args.target} / {args.draft}" if args.target else
                        "trained testbed pair (Qwen2.5-VL), testbed caption task"),
-            "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs)",
+            "machine": machine(),
             "threads": torch.get_num_threads(), "memory_samples": args.memory_samples}
     data["overhead"] = overhead(args)
     data["memory"] = memory(args)
     data["minutes"] = (time.time() - t0) / 60
-    text = markdown(data)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    publish(markdown(data), data, args.out)
 
 
 if __name__ == "__main__":

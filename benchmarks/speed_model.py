@@ -27,9 +27,7 @@ loop's forward time against the predicted one, and the engine's share (decode ti
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,7 +37,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from benchmarks.measure import SETTINGS, label  # noqa: E402
+from benchmarks.measure import SETTINGS, label, machine, publish  # noqa: E402
 
 
 
@@ -167,14 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     data = run(a)
     data.update(command="python -m benchmarks.speed_model " + " ".join(argv if argv is not None else sys.argv[1:]),
-                machine=f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs)",
+                machine=machine(),
                 threads=torch.get_num_threads(), minutes=(time.time() - t0) / 60)
-    text = markdown(data)
-    print(text)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
-        a.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    publish(markdown(data), data, a.out)
 
 
 if __name__ == "__main__":

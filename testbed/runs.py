@@ -87,3 +87,20 @@ def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path,
     if proc.returncode != 0 or not stats.exists():
         raise SystemExit(f"lmms-eval failed for method={method} ({name}, exit {proc.returncode}); see {log}")
     return stats
+
+
+def task_docs(target: object, docs_file: str, limit: int = 0) -> list[tuple[dict, dict]]:
+    """The first `limit` docs (0: all) of the testbed task file `docs_file` (e.g. "caption.jsonl") with the
+    target adapter's model inputs, prepared from lmms-eval chat messages as the backends prepare them."""
+    import json
+
+    from lvspec_eval.lmms.inputs import prepare_inputs
+    from testbed.paths import TESTBED_TASK_DIR
+
+    docs = [json.loads(line) for line in (TESTBED_TASK_DIR / docs_file).read_text().splitlines()]
+    out = []
+    for doc in docs[:limit] if limit else docs:
+        messages = [{"role": "user", "content": [{"type": "video", "url": str(TESTBED_TASK_DIR / "videos" / doc["video"])},
+                                                 {"type": "text", "text": doc["question"]}]}]
+        out.append((doc, prepare_inputs(target, messages)))
+    return out

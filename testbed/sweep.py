@@ -45,7 +45,7 @@ from lvspec_eval.metrics.records import decode_fields, paired_fields
 from testbed import grammar as g
 from testbed import variants
 
-from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR, VIDEO_ARGS
+from testbed.paths import REPORTS, VIDEO_ARGS
 MAX_NEW_TOKENS = 96
 #: split -> (doc file, lmms-eval task of those docs)
 SPLITS = {"val": ("caption_val.jsonl", "lvspec_testbed_caption_val"), "test": ("caption.jsonl", "lvspec_testbed_caption")}
@@ -104,17 +104,9 @@ def load_pair(target: str, draft: str) -> tuple[Any, Any, Any]:
 
 
 def prepare_docs(target: Any, limit: int, split: str = "val") -> list[tuple[dict, dict]]:
-    from lvspec_eval.lmms.inputs import prepare_inputs
+    from testbed.runs import task_docs
 
-    name = SPLITS[split][0]
-    docs = [json.loads(line) for line in (TASK_DIR / name).read_text().splitlines()]
-    docs = docs[:limit] if limit else docs
-    out = []
-    for doc in docs:
-        messages = [{"role": "user", "content": [{"type": "video", "url": str(TASK_DIR / "videos" / doc["video"])},
-                                                 {"type": "text", "text": doc["question"]}]}]
-        out.append((doc, prepare_inputs(target, messages)))
-    return out
+    return task_docs(target, SPLITS[split][0], limit)
 
 
 def run_setting(models: tuple[Any, Any, Any], docs: list[tuple[dict, dict]], ar: list[dict], method: str,
