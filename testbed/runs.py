@@ -51,12 +51,14 @@ def count_lines(path: Path) -> int:
 
 def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path, out: Path, name: str = "",
              extra_args: str = "", cwd: Path | None = None, limit: int | None = None,
-             progress_total: int | None = None, model: str = "lvspec_qwen", dtype: str = "float32") -> Path:
+             progress_total: int | None = None, model: str = "lvspec_qwen", dtype: str = "float32",
+             threads: int | None = None) -> Path:
     """One lmms-eval CLI run of ``method``: records in ``out/records/<name>.jsonl``, lmms-eval outputs in
     ``out/lmms/<name>``, log in ``out/logs/<name>.log`` (``name`` defaults to the method). ``extra_args``
     are appended to --model_args; ``cwd`` is where the CLI runs (relative model paths resolve there); ``dtype``
     is the model args' dtype (float32: the testbed's exact setting; the noise floor also runs bfloat16).
-    With ``progress_total``, prints a progress line while it runs. Raises SystemExit when the run
+    With ``progress_total``, prints a progress line while it runs; ``threads`` sets the run's torch threads
+    (OMP_NUM_THREADS; None: the environment's). Raises SystemExit when the run
     fails or writes no records (the CLI itself exits 0 even when an evaluation fails)."""
     name = name or method
     stats = out / "records" / f"{name}.jsonl"
@@ -73,7 +75,8 @@ def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path,
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=offline_env())
+        env = offline_env(**({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         last = 0
         while proc.poll() is None:
             time.sleep(1)

@@ -355,3 +355,25 @@ def test_testbed_report_blocks_come_from_the_sources(tmp_path):
     assert missing.count("**To be regenerated.**") == 2 and "make demo" in missing
     with pytest.raises(SystemExit, match="GENERATED block 'demo'"):
         report.regenerate(text, {})
+
+
+def test_demo_runs_its_jobs_side_by_side_and_summarises_them(tmp_path):
+    """`make demo`'s command on 2 clips: the loose variant, its added lossless counterpart and `ar`, two
+    lmms-eval runs at a time; the summary has every row, with records behind it."""
+    import subprocess
+    import sys
+
+    from testbed.paths import REPO
+
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "testbed.demo", "--limit", "2", "--methods", "lvspec",
+                           "--tasks", "caption", "--jobs", "2", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["tasks"]["lvspec_testbed_caption"]
+    assert [r["variant"] for r in rows] == ["ar", "lvspec", "specvlm"]  # in the order of --methods, added ones last
+    assert all(r["failed"] == 0 and r["samples"] == 2 for r in rows), rows
+    assert "2 run(s) at a time" in summary["meta"]["note"]
+    lvspec = next(r for r in rows if r["variant"] == "lvspec")
+    assert lvspec["counterpart_variant"] == "specvlm" and lvspec["tau_mean"] >= 1.0
