@@ -42,6 +42,10 @@ class Variant:
 
     def args(self, *, draft: str = "drafter", extra: Optional[dict[str, Any]] = None) -> LVSpecArgs:
         """Its LVSpecArgs (target and drafter names are placeholders unless given)."""
+        clash = sorted(set(dict(self.model_args)) & set(extra or {}))
+        if clash:
+            raise ValueError(f"variant {self.name!r} sets {', '.join(clash)} itself; leave {'it' if len(clash) == 1 else 'them'} "
+                             "out of the extra model args (or run another variant)")
         return LVSpecArgs.from_kwargs(pretrained="target", draft_pretrained=draft, method=self.method,
                                       **dict(self.model_args), **(extra or {}))
 

@@ -143,19 +143,6 @@ def test_defaults_and_stop_semantics_are_the_builtins(builtin_call, ours):
     assert params["pretrained"].default == DEFAULT_QWEN3_VL_DRAFT  # lmms-eval's own default checkpoint
 
 
-def test_generation_config_settings_that_greedy_generate_still_applies_are_named():
-    """lmms-eval's generate(do_sample=False) still applies a repetition penalty from the checkpoint; the
-    backend warns about such settings (none in the hub's Qwen3-VL Instruct configs, e.g. the fixtures')."""
-    from transformers import GenerationConfig
-
-    from lvspec_eval.adapters.qwen3_vl import greedy_deviations
-    from testbed.fixtures.tiny_qwen3 import INSTRUCT_GENERATION
-
-    assert greedy_deviations(GenerationConfig(**INSTRUCT_GENERATION)) == []
-    assert greedy_deviations(GenerationConfig(repetition_penalty=1.05, no_repeat_ngram_size=3)) == [
-        "repetition_penalty=1.05", "no_repeat_ngram_size=3"]
-
-
 def test_timestamps_come_from_the_video_metadata(qwen3_target, qwen3_draft, qwen3_inputs, clips):
     """Every temporal slice (2 frames) is preceded by "<t seconds>", t the mean time of its frames
     (decord indices linspace(0, total-1, n).round() at the clip's fps); the drafter's own processor

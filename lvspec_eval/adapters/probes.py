@@ -12,9 +12,10 @@ already rotated: nothing is recomputed or copied), scores in the model's dtype w
 heads grouped per key head (GQA without repeating the keys), scaled, causally masked, softmax in
 float32. Only the query rows asked for are computed. A forward hook on the attention module does
 it after the module ran, so any attention backend (sdpa, eager, flash) works and the model's
-forward is untouched. The prefill probe is lazy (`AttentionProbe(lazy=True)`): the hook keeps the
-query rows' inputs and the probabilities are computed when the result is first read (a drafter
-that never starts never pays for its pruning ranking).
+forward is untouched. The prefill probe is lazy (`AttentionProbe(lazy=True)`): the hook computes
+only the query rows' queries (while an offloaded layer's weights are in place) and the
+probabilities are computed when the result is first read (a drafter that never starts pays the
+queries of the prompt rows after the video, per layer, not the ranking).
 """
 
 from __future__ import annotations

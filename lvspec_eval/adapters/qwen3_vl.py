@@ -39,7 +39,8 @@ Inputs are built exactly as lmms-eval's built-in chat `qwen3_vl` (0.7.3) builds 
   from the KV cache (stored after `k_norm` and rotary), so relevance and pruning read the
   attention the layer computes.
 - **Stop semantics** (the backend's, `config.QWEN3_VL_BUILTIN`): greedy whatever the checkpoint's generation_config says
-  (Instruct checkpoints ship sampling defaults), EOS only (`<|im_end|>`), task `until` ignored.
+  (Instruct checkpoints ship sampling defaults; its greedy logits processors, e.g. a repetition penalty,
+  are applied as `generate` applies them: `engine/processors.py`), EOS only (`<|im_end|>`), task `until` ignored.
 - **MoE**: routing is per token, so block and step forwards agree and the speculative loop
   needs nothing special.
 """
@@ -123,22 +124,6 @@ def check_checkpoints(target: str, draft: Optional[str]) -> None:
             f"drafter {draft!r} reads video differently from target {target!r} ({'; '.join(diffs)}): the drafter "
             "decodes on the target's processor output, so both need the same vision patching and token ids; "
             "pick a drafter of the same Qwen3-VL release")
-
-
-def greedy_deviations(generation_config: Any) -> list[str]:
-    """Settings of a checkpoint's generation_config that `generate(do_sample=False)` (lmms-eval's
-    built-in) still applies and a plain argmax (lvspec) does not: empty for the hub's Qwen3-VL."""
-    found = []
-    penalty = getattr(generation_config, "repetition_penalty", None)
-    if penalty not in (None, 1.0):
-        found.append(f"repetition_penalty={penalty}")
-    for name in ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
-                 "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens", "sequence_bias"):
-        if getattr(generation_config, name, None):
-            found.append(f"{name}={getattr(generation_config, name)}")
-    if (getattr(generation_config, "min_length", 0) or 0) > 0:
-        found.append(f"min_length={generation_config.min_length}")
-    return found
 
 
 class Qwen3VLAdapter(QwenVLAdapter):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from loguru import logger
-
-from lvspec_eval.adapters.qwen3_vl import Qwen3VLAdapter, check_checkpoints, greedy_deviations
+from lvspec_eval.adapters.qwen3_vl import Qwen3VLAdapter, check_checkpoints
 from lvspec_eval.config import DEFAULT_QWEN3_VL_DRAFT, DEFAULT_QWEN3_VL_TARGET, QWEN3_VL_BUILTIN, LVSpecArgs
 from lvspec_eval.lmms.backend import LVSpecBackend
 from lvspec_eval.lmms.pair import loads_drafter
@@ -31,8 +29,3 @@ class LVSpecQwen3VL(LVSpecBackend):
         args = LVSpecArgs.from_kwargs(**kwargs)  # bad args first, with the list of valid ones
         check_checkpoints(args.pretrained, args.draft_pretrained if loads_drafter(args) else None)
         super().__init__(batch_size=batch_size, device=device, max_batch_size=max_batch_size, **kwargs)
-        found = greedy_deviations(self.target.model.generation_config)
-        if found:
-            logger.warning(f"lvspec: {args.pretrained}'s generation_config sets {', '.join(found)}: lmms-eval's "
-                           "qwen3_vl applies these in greedy decoding, lvspec decodes by plain argmax, so `ar` "
-                           "can differ from the built-in on this checkpoint")

@@ -32,7 +32,8 @@ LIBRARIES = ("lvspec-eval", "lmms-eval", "torch", "transformers", "numpy", "matp
 
 def git_revision(repo: Optional[Path] = None) -> dict[str, Any]:
     """{'revision', 'dirty'} of the git checkout holding lvspec_eval (None values outside git: an installed
-    wheel). git itself finds the checkout above the package folder."""
+    wheel, or a package inside another project's git tree). git itself finds the checkout above the package
+    folder; it counts only when its top holds lvspec-eval's pyproject.toml."""
     repo = repo or Path(__file__).resolve().parent
 
     def git(*args: str) -> Optional[str]:
@@ -42,9 +43,19 @@ def git_revision(repo: Optional[Path] = None) -> dict[str, Any]:
             return None
         return proc.stdout.strip() if proc.returncode == 0 else None
 
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or not _is_lvspec_checkout(Path(top)):  # an install inside some other project's git tree
+        return {"revision": None, "dirty": None}
     revision = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if revision else None
     return {"revision": revision, "dirty": None if status is None else bool(status)}
+
+
+def _is_lvspec_checkout(top: Path) -> bool:
+    try:
+        return 'name = "lvspec-eval"' in (top / "pyproject.toml").read_text()
+    except OSError:
+        return False
 
 
 def installed_versions() -> dict[str, Optional[str]]:
