@@ -235,9 +235,12 @@ def select(rows: list[dict], split: str, min_retention: float = SELECT_MIN_RETEN
     for r in lv:
         if r.get("variant"):
             winner = pick[family(r)]
+            is_winner = winner is not None and winner["params"] == r["params"]
             registry.append({"variant": r["variant"], "family": family(r), "registered": brief(r),
-                             "family_winner": brief(winner),
-                             "is_winner": winner is not None and winner["params"] == r["params"]})
+                             "family_winner": brief(winner), "is_winner": is_winner,
+                             # the same tau_ratio and retention as the winner: the rule's order alone chose
+                             "ties_winner": (not is_winner and winner is not None and r["retention"] >= min_retention
+                                             and rank(r) == rank(winner))})
     return {"split": split, "criterion": SELECT_RULE.format(min=min_retention), "min_retention": min_retention,
             "for_reading_only": split != "val", "overall": brief(max(ok, key=rank, default=None)),
             "families": {name: brief(r) for name, r in pick.items()}, "registry": registry}
@@ -258,6 +261,8 @@ def selection_markdown(sel: dict) -> str:
     for item in sel["registry"]:
         reg, win = item["registered"], item["family_winner"]
         verdict = ("is its family's winner" if item["is_winner"] else
+                   f"ties its family's winner ({win['setting']}: the same tau_ratio and retention)"
+                   if item.get("ties_winner") else
                    f"is not its family's winner ({win['setting']} is)" if win else
                    "is in a family where no setting reaches the bar")
         lines.append(f"- `{item['variant']}` ({reg['values']}; tau_ratio {reg['tau_ratio']:.3f}, retention "

@@ -319,6 +319,14 @@ def test_sweep_selection_takes_the_highest_tau_ratio_at_the_retention_bar():
     assert sweep.select(rows, "test")["for_reading_only"]
     assert "TEST clips: for reading only" in sweep.selection_markdown(sweep.select(rows, "test"))
     assert sweep.select(rows, "val", min_retention=1.0)["overall"]["params"] == lv(draft_video_keep=1.0)
+    # a registered setting that only differs from its family's winner by the rule's order is said to tie it
+    # (listed first, the unregistered w = 0 row is the one max() keeps among equals)
+    tie = [_sweep_row("lvspec", lv(shift_window=0), [4.0, 5.0], 0.995), *rows]
+    sweep.compare(tie, resamples=0)
+    item = next(i for i in sweep.select(tie, "val")["registry"] if i["variant"] == "lvspec")
+    assert not item["is_winner"] and item["ties_winner"]
+    assert "`lvspec` (λ 0.7, w 2; tau_ratio 1.500, retention 0.995) ties its family's winner (λ 0.7, w 0" in \
+        sweep.selection_markdown(sweep.select(tie, "val"))
 
 
 def test_testbed_report_blocks_come_from_the_sources(tmp_path):
