@@ -97,7 +97,7 @@ def sweep_block(doc: Optional[dict]) -> str:
                            "clips with the earlier defaults) or is missing.", "python -m testbed.sweep")
     from tabulate import tabulate
 
-    from testbed.sweep import COLUMNS, selection_markdown
+    from testbed.sweep import COLUMNS, SPEED_CAVEAT, selection_markdown
 
     meta = doc["meta"]
     named = [r for r in doc["rows"] if r.get("variant")]
@@ -106,7 +106,8 @@ def sweep_block(doc: Optional[dict]) -> str:
     body = tabulate([[cell(r) for _, cell in COLUMNS] for r in named + extra], headers=[h for h, _ in COLUMNS],
                     tablefmt="github", disable_numparse=True)
     head = (f"{meta['clips']} validation clips of {meta['task']}, {meta['minutes']} min, command: `{meta['command']}`. "
-            f"Named rows and each family's winner below; every setting: [`testbed_sweep.md`](testbed_sweep.md).\n\n")
+            f"Named rows and each family's winner below; every setting: [`testbed_sweep.md`](testbed_sweep.md). "
+            f"{SPEED_CAVEAT}\n\n")
     return head + body + "\n\n" + selection_markdown(doc["selection"]).replace("## Selection", "#### Selection")
 
 

@@ -17,7 +17,8 @@ For every setting it decodes the same clips through the code the ``lvspec_qwen``
 setting's model args by ``build_method``; only the lmms-eval request handling around it is skipped)
 and reports the statistics under their one name (lvspec_eval.glossary.METRICS, computed by
 ``lvspec_eval.metrics.aggregate``) with bootstrap 95% intervals for tau_ratio, decode speedup (time
-and token rate) and retention; decode speedup over ``ar`` of the same process and clips; and how
+and token rate) and retention; decode speedup over ``ar`` of the same process and clips (``ar`` decoded once, first: not
+paired in time, see SPEED_CAVEAT); and how
 well LVSpec's anchor flags find the grammar's true anchor tokens: precision and recall of the 'a'
 flags among the judged tokens against the tokens that spell an attribute word.
 
@@ -56,6 +57,10 @@ STATISTICS = ("tau_mean", "tau_pooled", "tau_excl_pooled", "acceptance_rate_pool
 #: Fields of a grid setting that the table shows as columns.
 SETTING_FIELDS = ("anchor_rule", "relevance_repr", "relax_ratio", "shift_window", "draft_video_keep")
 SELECT_MIN_RETENTION = 0.99
+#: The sweep's speedups are not paired in time: `ar` is decoded once, first, and every setting after it.
+SPEED_CAVEAT = ("Speedups here compare each setting with `ar` decoded once at the start of its process, not side by "
+                "side: load changes during a sweep move them (identical decodes of two rows can differ); read them as "
+                "rough, and the demo's (paired_baseline) for speed. The selection uses tau_ratio and retention only.")
 SELECT_RULE = ("highest tau_ratio (tau_mean over the lossless counterpart's, paired by doc) among the lvspec settings "
                "whose retention of anchor_f1 (point estimate) is >= {min:.2f}; ties: higher retention, then lower "
                "lambda")
@@ -400,7 +405,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     head = (f"Sweep on {meta['clips']} {'validation' if meta['split'] == 'val' else 'TEST'} clips of {meta['task']} "
             f"(ar anchor_f1 {meta['ar_anchor_f1']:.3f}), {meta['threads']} threads, {meta['minutes']} min; bootstrap "
             f"95% intervals over clips ({meta.get('resamples', RESAMPLES)} resamples, seed 0). Command: "
-            f"`{meta['command']}`\n\n")
+            f"`{meta['command']}`\n\n{SPEED_CAVEAT}\n\n")
     return head + tabulate(body, headers=[h for h, _ in COLUMNS], tablefmt="github", disable_numparse=True) + "\n"
 
 

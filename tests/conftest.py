@@ -14,6 +14,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from testbed.paths import VIDEO_ARGS  # noqa: F401  (tests import it from here)
 
 
+#: Files whose runs take minutes (lmms-eval CLI runs, benchmark subprocesses), longest first. They are
+#: started first, and the CLI tests marked slow after them, so that the two pytest-xdist workers of
+#: `make test` (--dist worksteal) end together instead of one waiting on a long test started last.
+LONG_FIRST = ("test_reproduce_paper.py", "test_report_baseline.py", "test_real_size.py", "test_cli.py",
+              "test_robust.py", "test_testbed_models.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def order(item) -> tuple[int, int]:
+        name = item.path.name
+        if name in LONG_FIRST:
+            return (0, LONG_FIRST.index(name))
+        return (1, 0) if item.get_closest_marker("slow") else (2, 0)
+
+    items.sort(key=order)  # stable: a file's tests keep their order (and their module fixtures)
+
+
 def method(name: str, **args):
     """A decoding method as the backends build it: `build_method` over validated model args."""
     from lvspec_eval.config import LVSpecArgs

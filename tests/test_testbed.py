@@ -375,11 +375,11 @@ def test_demo_runs_its_jobs_side_by_side_and_summarises_them(tmp_path):
 
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "testbed.demo", "--limit", "2", "--methods", "lvspec",
-                           "--tasks", "caption", "--jobs", "2", "--out", str(out)],
+                           "--tasks", "mcq", "--jobs", "2", "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    rows = summary["tasks"]["lvspec_testbed_caption"]
+    rows = summary["tasks"]["lvspec_testbed_mcq"]  # MCQ: one-letter answers, the quickest runs
     assert [r["variant"] for r in rows] == ["ar", "lvspec", "specvlm"]  # in the order of --methods, added ones last
     assert all(r["failed"] == 0 and r["samples"] == 2 for r in rows), rows
     assert "2 run(s) at a time" in summary["meta"]["note"]
