@@ -14,12 +14,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from testbed.paths import VIDEO_ARGS  # noqa: F401  (tests import it from here)
 
 
-#: Test files by their time on one core, longest first (measured with --durations=0). `make test` hands
-#: whole files to its two pytest-xdist workers (--dist loadfile: a file's module fixtures are built once),
-#: each file to whichever worker is free, in this order: longest first, so that both end together.
-LONG_FIRST = ("test_cli.py", "test_robust.py", "test_qwen3_vl.py", "test_reproduce_paper.py", "test_report_baseline.py",
-              "test_engine.py", "test_testbed_models.py", "test_pruning.py", "test_processors.py", "test_testbed.py",
-              "test_real_size.py", "test_task_prompts.py")
+#: Files whose runs take minutes (lmms-eval CLI runs, benchmark subprocesses), longest single tests first.
+#: They are started first, and the CLI tests marked slow after them, so that the two pytest-xdist workers
+#: of `make test` (--dist worksteal) end together instead of one waiting on a long test started last.
+LONG_FIRST = ("test_reproduce_paper.py", "test_report_baseline.py", "test_real_size.py", "test_cli.py",
+              "test_robust.py", "test_testbed_models.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
         name = item.path.name
         if name in LONG_FIRST:
             return (0, LONG_FIRST.index(name))
-        return (1, 0)
+        return (1, 0) if item.get_closest_marker("slow") else (2, 0)
 
     items.sort(key=order)  # stable: a file's tests keep their order (and their module fixtures)
 

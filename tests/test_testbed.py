@@ -366,22 +366,22 @@ def test_testbed_report_blocks_come_from_the_sources(tmp_path):
 
 
 def test_demo_runs_its_jobs_side_by_side_and_summarises_them(tmp_path):
-    """`make demo`'s command on 2 clips: the loose variant, its added lossless counterpart and `ar`, two
-    lmms-eval runs at a time; the summary has every row, with records behind it."""
+    """`make demo`'s command on 2 clips: a loose variant (fly), its added lossless counterpart (sd) and `ar`,
+    two lmms-eval runs at a time; the summary has every row, with records behind it."""
     import subprocess
     import sys
 
     from testbed.paths import REPO
 
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "testbed.demo", "--limit", "2", "--methods", "lvspec",
+    proc = subprocess.run([sys.executable, "-m", "testbed.demo", "--limit", "2", "--methods", "fly",
                            "--tasks", "mcq", "--jobs", "2", "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     rows = summary["tasks"]["lvspec_testbed_mcq"]  # MCQ: one-letter answers, the quickest runs
-    assert [r["variant"] for r in rows] == ["ar", "lvspec", "specvlm"]  # in the order of --methods, added ones last
+    assert [r["variant"] for r in rows] == ["ar", "fly", "sd"]  # in the order of --methods, added ones last
     assert all(r["failed"] == 0 and r["samples"] == 2 for r in rows), rows
     assert "2 run(s) at a time" in summary["meta"]["note"]
-    lvspec = next(r for r in rows if r["variant"] == "lvspec")
-    assert lvspec["counterpart_variant"] == "specvlm" and lvspec["tau_mean"] >= 1.0
+    fly = next(r for r in rows if r["variant"] == "fly")
+    assert fly["counterpart_variant"] == "sd" and fly["tau_mean"] >= 1.0
