@@ -47,6 +47,17 @@ def ckpt_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """The trained testbed checkpoints (testbed/weights/), materialised once per session, by role. Their
+    greedy answers win by clear logit margins, unlike a random tiny model's (top-2 ties are common in
+    bfloat16 there), so tests comparing a speculative decode with another backend in bfloat16 use them."""
+    from testbed.checkpoints import ROLES, checkpoint
+
+    cache = tmp_path_factory.mktemp("testbed_ckpt")
+    return {role: checkpoint(role, cache=cache) for role in ROLES}
+
+
+@pytest.fixture(scope="session")
 def tiny_target(ckpt_root) -> str:
     from testbed.fixtures.tiny import build_tiny_qwen2_5_vl
 

@@ -25,11 +25,8 @@ TRAINED_PAIRS = sorted(p for p, pair in PAIRS.items() if pair.target in ROLES an
 # -- trained checkpoints ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def testbed_pair(tmp_path_factory) -> dict[str, Path]:
-    from testbed.checkpoints import checkpoint
-
-    cache = tmp_path_factory.mktemp("testbed_ckpt")
-    return {role: checkpoint(role, cache=cache) for role in ROLES}
+def testbed_pair(trained_checkpoints) -> dict[str, Path]:
+    return {role: trained_checkpoints[role] for role in ROLES}
 
 
 def test_shipped_weights_are_small():
