@@ -51,10 +51,16 @@ def trained_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """The trained testbed checkpoints (testbed/weights/), materialised once per session, by role. Their
     greedy answers win by clear logit margins, unlike a random tiny model's (top-2 ties are common in
     bfloat16 there), so tests comparing a speculative decode with another backend in bfloat16 use them."""
-    from testbed.checkpoints import ROLES, checkpoint
+    from testbed.checkpoints import checkpoint
 
     cache = tmp_path_factory.mktemp("testbed_ckpt")
-    return {role: checkpoint(role, cache=cache) for role in ROLES}
+
+    class Materialised(dict):  # a role is materialised when first asked for
+        def __missing__(self, role: str) -> Path:
+            self[role] = path = checkpoint(role, cache=cache)
+            return path
+
+    return Materialised()
 
 
 @pytest.fixture(scope="session")

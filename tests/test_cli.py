@@ -154,9 +154,11 @@ def renamed(tokens: list[int], token: int) -> list[int]:
     return [BLANK_LINE if t == token else token if t == BLANK_LINE else t for t in tokens]
 
 
-def ar_records(model: str, args: str, tasks: Path, out: Path, names: str) -> dict[str, dict[int, dict]]:
+def ar_records(model: str, args: str, tasks: Path, out: Path, names: str,
+               extra: tuple[str, ...] = ()) -> dict[str, dict[int, dict]]:
     stats = out.with_suffix(".jsonl")
-    proc = run_cli(model, f"{args},method=ar,device_map=cpu,stats_path={stats}", tasks, out, tasks=names)
+    proc = run_cli(model, f"{args},method=ar,device_map=cpu,stats_path={stats}", tasks, out, tasks=names,
+                   extra=list(extra))
     records: dict[str, dict[int, dict]] = {}
     for r in read_records(stats) if stats.exists() else []:
         records.setdefault(r["task"], {})[r["doc_id"]] = r
@@ -232,17 +234,18 @@ def test_qwen_answer_that_is_only_eos_equals_builtin(tmp_path, tiny_target, odd_
 def test_llava_ov_ar_equals_builtin_llava_hf_on_blank_lines_and_odd_generation_kwargs(tmp_path, tiny_llava_target,
                                                                                      odd_tasks):
     """`lvspec_llava_ov` == `llava_hf --force_simple` (decord frames), no dtype given on either side: the
-    checkpoint's own float32 (llava_hf's dtype="auto"), max_new_tokens 1024, `until` dropped."""
-    frames = f"max_num_frames={LLAVA_FRAMES}"
+    checkpoint's own float32 (llava_hf's dtype="auto"), max_new_tokens 1024, `until` dropped. One doc per task
+    (--limit 1): the random tiny model writes all 1024 tokens, about 6 s per doc and run here."""
+    frames, limit = f"max_num_frames={LLAVA_FRAMES}", ("--limit", "1")
     pre = ar_records("lvspec_llava_ov", f"pretrained={tiny_llava_target},{frames}", odd_tasks, tmp_path / "pre",
-                     "lvspec_blank")
+                     "lvspec_blank", limit)
     before = {d: r["tokens"] for d, r in pre["lvspec_blank"].items()}
     ckpt, doc, index, token = blank_line_checkpoint(tiny_llava_target, tmp_path / "ckpt", before)
     names = "lvspec_blank,lvspec_never"
     records = ar_records("lvspec_llava_ov", f"pretrained={ckpt},{frames}", odd_tasks, tmp_path / "ours",
-                         names + ",lvspec_nonlist")
+                         names + ",lvspec_nonlist", limit)
     run_cli("llava_hf", f"pretrained={ckpt},device_map=cpu,max_frames_num={LLAVA_FRAMES}", odd_tasks,
-            tmp_path / "theirs", tasks=names, extra=["--force_simple"])
+            tmp_path / "theirs", tasks=names, extra=["--force_simple", *limit])
     answers = check_same_answers(tmp_path / "ours", tmp_path / "theirs", names)
     check_blank_line(answers["lvspec_blank"], records["lvspec_blank"], before, doc, index, token)
     blank = records["lvspec_blank"][doc]

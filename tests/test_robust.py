@@ -236,7 +236,19 @@ BAD_DOCS = [  # (video, question, what the record's error must say; None: a good
 ]
 
 
-def test_bad_docs_get_failed_records_and_max_new_tokens_1(tmp_path, tiny_target, tiny_draft, clips_dir):
+#: generation kwargs that cannot be honoured, checked per request: (task, kwargs, the fix its records must name)
+UNHONOURABLE = [
+    ("lvspec_rb_temperature", {"temperature": 0.7, "max_new_tokens": 8},
+     "asks for sampling (temperature=0.7); lvspec backends decode greedily only: set temperature: 0"),
+    ("lvspec_rb_mnt0", {"temperature": 0, "do_sample": False, "max_new_tokens": 0},
+     "max_new_tokens=0: at least one new token"),
+]
+
+
+def test_bad_docs_and_generation_kwargs_get_failed_records_and_max_new_tokens_1(tmp_path, tiny_target, tiny_draft,
+                                                                                 clips_dir):
+    """One run: bad documents, a one-token request, and two tasks whose generation kwargs cannot be honoured
+    (each of their samples gets a failed record with the fix, logged once per message); the run goes on."""
     videos = tmp_path / "videos"
     shutil.copytree(clips_dir, videos)
     make_bad_videos(videos, videos / "clip_0.mp4")
@@ -245,10 +257,13 @@ def test_bad_docs_get_failed_records_and_max_new_tokens_1(tmp_path, tiny_target,
     task_variant(tasks / "bad", "lvspec_rb_bad", docs, videos)
     task_variant(tasks / "one", "lvspec_rb_one", docs[:1], videos,
                  {"max_new_tokens": 1, "temperature": 0, "do_sample": False, "until": ["<|lvspec_never|>"]})
+    for name, gen, _ in UNHONOURABLE:
+        task_variant(tasks / name, name, docs[:2], videos, gen)
     stats = tmp_path / "r.jsonl"
     args = (f"pretrained={tiny_target},draft_pretrained={tiny_draft},method=sd,num_draft_tokens={K},dtype=float32,"
             f"device_map=cpu,{PIXELS},paired_baseline=true,max_length=400,stats_path={stats}")
-    proc = run_cli("lvspec_qwen", args, tasks, tmp_path / "out", tasks="lvspec_rb_bad,lvspec_rb_one")
+    names = ",".join(["lvspec_rb_bad", "lvspec_rb_one", *(name for name, _, _ in UNHONOURABLE)])
+    proc = run_cli("lvspec_qwen", args, tasks, tmp_path / "out", tasks=names)
     records = read_records(stats)
     bad = {r["doc_id"]: r for r in records if r["task"] == "lvspec_rb_bad"}
     assert sorted(bad) == list(range(len(BAD_DOCS))), proc.stderr[-3000:]
@@ -270,6 +285,15 @@ def test_bad_docs_get_failed_records_and_max_new_tokens_1(tmp_path, tiny_target,
     _, (sample,) = outputs(tmp_path / "out", "lvspec_rb_one")
     assert response(sample) == one["text"]
 
+    log = proc.stdout + proc.stderr
+    for name, _, expected in UNHONOURABLE:
+        logged = [line for line in log.splitlines() if "not decoded: " in line and expected in line]
+        assert len(logged) == 1 and "2 request(s) not decoded: " in logged[0], log[-3000:]  # once for both samples
+        failed = [r for r in records if r["task"] == name]
+        assert len(failed) == 2 and all(expected in r["error"] and "tokens" not in r for r in failed)
+        _, samples = outputs(tmp_path / "out", name)
+        assert [response(s) for s in samples] == ["", ""]
+
 
 # -- 1. refused before any work: a clear message, no results, no records ---------------------------------
 
@@ -281,12 +305,10 @@ def drafter_with_other_tokenizer(src: str, dst: Path) -> str:
     return str(dst)
 
 
-@pytest.mark.parametrize("case", ["unknown_method", "missing_checkpoint", "other_tokenizer", "stats_path_unwritable",
-                                  "stats_path_in_use"])
-def test_refused_before_any_work(case, tmp_path, tiny_target, tiny_draft, rb_task):
+def refusal(case: str, tmp_path: Path, tiny_target: str, tiny_draft: str):
+    """(target, draft, stats, extra settings, the message the refusal must carry, another run holding stats)."""
     stats = tmp_path / "r.jsonl"
-    target, draft, extra, settings = tiny_target, tiny_draft, [], ""
-    other_run = None
+    target, draft, settings, other_run = tiny_target, tiny_draft, "", None
     if case == "stats_path_in_use":  # another run (this test process) appends to the same record file
         other_run = claim_stats_path(stats)
         expected = f"stats_path '{stats}' is in use by another run: pid {os.getpid()} on "
@@ -301,38 +323,49 @@ def test_refused_before_any_work(case, tmp_path, tiny_target, tiny_draft, rb_tas
     else:
         draft = drafter_with_other_tokenizer(tiny_draft, tmp_path / "draft_v2")
         expected = "use different tokenizers: vocabularies differ"
+    return target, draft, stats, settings, expected, other_run
+
+
+@pytest.mark.parametrize("case", ["other_tokenizer", "stats_path_in_use"])
+def test_refused_before_any_work(case, tmp_path, tiny_target, tiny_draft, rb_task):
+    """Through the CLI: the message reaches the user, no results, no records, no weights loaded (the other
+    refusals take the same path; they are checked on the backend in the next test)."""
+    target, draft, stats, settings, expected, other_run = refusal(case, tmp_path, tiny_target, tiny_draft)
     try:
         proc = run_cli("lvspec_qwen", model_args(target, draft, stats, settings), rb_task, tmp_path / "out", tasks=TASK,
-                       extra=["--limit", "1", *extra])
+                       extra=["--limit", "1"])
     finally:
         if other_run is not None:
             other_run.release()
     log = proc.stdout + proc.stderr
     assert expected in log, log[-3000:]
     assert not list((tmp_path / "out").rglob("*_results.json")) and not stats.exists()
-    if case in ("other_tokenizer", "stats_path_unwritable", "stats_path_in_use"):  # refused before the weights load
-        assert "Loading weights" not in log
+    assert "Loading weights" not in log  # refused before the weights load
     if case == "other_tokenizer":
         assert "<tool_call_v2>" in log
 
 
-@pytest.mark.parametrize("case", ["temperature", "max_new_tokens_0"])
-def test_generation_kwargs_that_cannot_be_honoured_give_failed_records(case, tmp_path, tiny_target, tiny_draft,
-                                                                      rb_task):
-    """Checked per request: each sample of the task gets a failed record with the fix, the run goes on."""
-    stats = tmp_path / "r.jsonl"
-    gen, expected = {"temperature": ("temperature=0.7", "asks for sampling (temperature=0.7); lvspec backends decode "
-                                                        "greedily only: set temperature: 0"),
-                     "max_new_tokens_0": ("max_new_tokens=0", "max_new_tokens=0: at least one new token")}[case]
-    proc = run_cli("lvspec_qwen", model_args(tiny_target, tiny_draft, stats), rb_task, tmp_path / "out", tasks=TASK,
-                   extra=["--limit", "2", "--gen_kwargs", gen])
-    log = proc.stdout + proc.stderr
-    assert "2 request(s) not decoded: " in log and expected in log, log[-3000:]
-    assert log.count("not decoded: ") == 1  # logged once for both samples
-    records = read_records(stats)
-    assert len(records) == 2 and all(expected in r["error"] and "tokens" not in r for r in records)
-    _, samples = outputs(tmp_path / "out", TASK)
-    assert [response(s) for s in samples] == ["", ""]
+@pytest.mark.parametrize("case", ["unknown_method", "missing_checkpoint", "stats_path_unwritable", "stats_path_in_use",
+                                  "other_tokenizer"])
+def test_the_backend_refuses_before_loading_weights(case, tmp_path, tiny_target, tiny_draft, monkeypatch):
+    """Every refusal on the backend constructor lmms-eval calls (`create_from_arg_string`, as the CLI does): the
+    message, no record file, and no weights loaded."""
+    from lvspec_eval.adapters.qwen2_5_vl import QwenVLAdapter
+    from lvspec_eval.lmms.qwen import LVSpecQwen
+
+    def load(*args, **kwargs):
+        raise AssertionError("weights were loaded before the refusal")
+
+    monkeypatch.setattr(QwenVLAdapter, "load", classmethod(load))
+    target, draft, stats, settings, expected, other_run = refusal(case, tmp_path, tiny_target, tiny_draft)
+    try:
+        with pytest.raises(Exception) as refused:
+            LVSpecQwen.create_from_arg_string(model_args(target, draft, stats, settings))
+    finally:
+        if other_run is not None:
+            other_run.release()
+    assert expected in str(refused.value) and not isinstance(refused.value, AssertionError), refused.value
+    assert not stats.exists()
 
 
 # -- 1. EOS from the drafter mid-block and at the block's end, `until` across a round boundary --------

@@ -107,7 +107,6 @@ def decode(
     cfg: DecodeConfig,
     *,
     draft: Optional[HFAdapter] = None,
-    draft_inputs: Optional[dict[str, Any]] = None,
     pruning: Optional[VideoPruning] = None,
     rule: Optional[AcceptanceRule] = None,
     schedule: Optional[DraftSchedule] = None,
@@ -121,6 +120,8 @@ def decode(
     """Greedy decoding of `target`, speculative when `draft` and `rule` are given (callers decode
     through `lvspec_eval.engine.methods.Method.decode`, which passes a method's parts here).
 
+    The drafter reads the target's `target_inputs` (a pair shares one processor and vocabulary; with
+    `pruning`, its pruned video is cut from them).
     schedule: when the drafter starts (`engine.schedule`; None: the paper's `FixedSchedule`, at prefill).
     A drafter that starts late is prefilled inside the loop; its prefill time counts in `prefill_s`.
     detokenize(ids) -> text: the answer's text, searched for `cfg.until` (needed only with until strings).
@@ -141,7 +142,6 @@ def decode(
     watch = Stopwatch(device=target.input_device)
     prune = pruning if speculative else None
     factory = anchor_factory if speculative and rule.needs_anchors else None
-    d_inputs = draft_inputs if draft_inputs is not None else target_inputs
 
     # 1. Prefill: the target reads the prompt; its choice is token 1. The drafter starts now, or (schedule)
     #    once the target alone has emitted `solo` tokens and the answer goes on (step 2).
@@ -161,7 +161,7 @@ def decode(
     drafter_watch = Stopwatch(device=target.input_device)
     if speculative and solo <= 1 and not res.stop_reason:
         drafter_watch.start()
-        d_sess, d_pre, finder = start_drafter(draft, d_inputs, reserve, t_pre, t_sess, prune, factory,
+        d_sess, d_pre, finder = start_drafter(draft, target_inputs, reserve, t_pre, t_sess, prune, factory,
                                               video_attention_layer)
         d_sess.profile = profile
         d_proc = bind(cfg.processing, d_pre.prompt_ids if d_pre is not None else None, cfg.max_new_tokens)
@@ -177,7 +177,7 @@ def decode(
         #    held back by the schedule starts once `solo` tokens are out; until then a round drafts nothing.
         if speculative and d_sess is None and len(tokens) >= solo:
             drafter_watch.start()
-            d_sess, d_pre, finder = start_drafter(draft, d_inputs, reserve, t_pre, t_sess, prune, factory,
+            d_sess, d_pre, finder = start_drafter(draft, target_inputs, reserve, t_pre, t_sess, prune, factory,
                                                   video_attention_layer)
             d_sess.profile = profile
             d_proc = bind(cfg.processing, d_pre.prompt_ids if d_pre is not None else None, cfg.max_new_tokens)
