@@ -168,17 +168,21 @@ def top_k_entropy(logits: torch.Tensor, k: int = 3, renormalise: bool = False) -
 
 
 def _top_k_and_logsumexp(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """[P, V] float32 -> (the k largest values of each row [P, k], descending; logsumexp [P, 1]):
-    k argmax passes over a copy (for small k, faster than a partition or a sort)."""
+    """[P, V] float32 -> (the k largest values of each row [P, k], descending; logsumexp [P, 1]).
+
+    One scratch buffer: exp(a - max) is summed for the logsumexp, then serves the k argmax passes
+    (exp is monotonic; picked entries are set to -1), so `a` is read twice and never copied (for small
+    k, faster than a partition or a sort)."""
     m = a.max(-1, keepdims=True)
-    lse = m + np.log(np.exp(a - m).sum(-1, keepdims=True))  # numpy sums pairwise
-    b = a.copy()
+    e = np.subtract(a, m)
+    np.exp(e, out=e)
+    lse = m + np.log(e.sum(-1, keepdims=True))  # numpy sums pairwise
     rows = np.arange(a.shape[0])
     top = np.empty((a.shape[0], k), dtype=np.float32)
     for j in range(k):
-        i = b.argmax(-1)
-        top[:, j] = b[rows, i]
-        b[rows, i] = -np.inf
+        i = e.argmax(-1)
+        top[:, j] = a[rows, i]
+        e[rows, i] = -1.0
     return top, lse
 
 

@@ -65,6 +65,7 @@ class Session:
         self.capture_layer = capture_layer
         self.last_hidden: Optional[torch.Tensor] = None  # [k, H] of the last extend, if capturing
         self.profile = False  # when True, extend() accumulates its device-synchronised time
+        self._watch = Stopwatch(self.device)
         self.forward_s = 0.0  # model forwards only (probe computations excluded)
         self.probe_s = 0.0  # video-attention probe computations inside those forwards (engine overhead)
         self.video_probe: Optional[tuple[int, torch.Tensor]] = None  # (layer, video rows) -> last_video_attention
@@ -91,7 +92,7 @@ class Session:
         probe = self.adapter.video_attention(self, *self.video_probe) if self.video_probe else None
         if probe is not None:
             probe.timed = self.profile
-        watch = Stopwatch(self.device) if self.profile else None
+        watch = self._watch if self.profile else None
         if watch:
             watch.start()
         with torch.inference_mode(), self.adapter.capture(self.capture_layer) as captured, \

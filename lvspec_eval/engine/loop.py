@@ -80,6 +80,14 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(-1).cpu()
 
 
+def greedy_id(row: torch.Tensor) -> int:
+    """argmax of one row of logits [V] as a Python int (first index on ties): a drafter step's choice,
+    without the tensor round trip of `greedy`."""
+    if row.device.type == "cpu":
+        return int((row if row.dtype in (torch.float32, torch.float64) else row.float()).numpy().argmax())
+    return int(row.argmax())
+
+
 AnchorFactory = Callable[[Prefill, Session], Any]  # returns an AnchorFinder
 
 
@@ -101,6 +109,7 @@ def start_drafter(draft: HFAdapter, inputs: dict[str, Any], reserve: int, t_pre:
     return d_sess, d_pre, finder
 
 
+@torch.inference_mode()  # the engine's own small tensor ops skip autograd bookkeeping too
 def decode(
     target: HFAdapter,
     target_inputs: dict[str, Any],
@@ -187,9 +196,10 @@ def decode(
         if k > 0:
             feed = pending
             for _ in range(k):
-                logits = d_sess.extend(torch.tensor(feed), last_only=True)[-1:]  # [1, V_d], last position only
-                logits = processed(d_proc, logits, tokens, draft_ids)[0]  # [V_d]
-                nxt = int(greedy(logits[:vocab]))
+                logits = d_sess.extend(torch.tensor(feed), last_only=True)  # [1, V_d], last position only
+                if d_proc is not None:
+                    logits = processed(d_proc, logits, tokens, draft_ids)
+                nxt = greedy_id(logits[0, :vocab])
                 draft_ids.append(nxt)
                 feed = [nxt]
                 if nxt in eos:
