@@ -171,8 +171,10 @@ def _top_k_and_logsumexp(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     """[P, V] float32 -> (the k largest values of each row [P, k], descending; logsumexp [P, 1]).
 
     One scratch buffer: exp(a - max) is summed for the logsumexp, then serves the k argmax passes
-    (exp is monotonic; picked entries are set to -1), so `a` is read twice and never copied (for small
-    k, faster than a partition or a sort)."""
+    (exp is monotonic; picked entries are set to -1; values are read from `a`), so `a` is never copied
+    (for small k, faster than a partition or a sort). Two logits whose exps round to one float are taken
+    in index order: the same top-k set unless they tie for the k-th place, where either gives the entropy
+    to float rounding."""
     m = a.max(-1, keepdims=True)
     e = np.subtract(a, m)
     np.exp(e, out=e)
