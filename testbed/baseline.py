@@ -57,8 +57,9 @@ CHECK_OPTIONS = (
 SPEED_CHECK_OPTIONS = ("--max-speedup-drop", "50%")
 
 
-def generate(out: Path, target_ckpt: str, draft_ckpt: str) -> list[Path]:
-    """Run every entry of RUNS under `out`; returns the folders to give to lvspec-report."""
+def generate(out: Path, target_ckpt: str, draft_ckpt: str, spawn=None) -> list[Path]:
+    """Run every entry of RUNS under `out`; returns the folders to give to lvspec-report (`spawn`: as in
+    `testbed.runs.run_lmms`)."""
     from testbed.runs import run_lmms
 
     out = Path(out).resolve()
@@ -72,7 +73,7 @@ def generate(out: Path, target_ckpt: str, draft_ckpt: str) -> list[Path]:
     for name, method, extra, draft in RUNS:
         print(f"[baseline] {name}: lmms-eval --model lvspec_qwen method={method} {extra}", file=sys.stderr, flush=True)
         run_lmms(method, TARGET, draft, task=TASK, task_dir=TASK_DIR, out=out, name=name, extra_args=extra, cwd=out,
-                 limit=LIMIT)
+                 limit=LIMIT, spawn=spawn)
     return [out / "records", out / "lmms"]
 
 

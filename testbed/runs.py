@@ -12,9 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from testbed.paths import VIDEO_MODEL_ARGS
+
+#: Runs an lmms-eval command line with stdout and stderr to a log: (cmd, log, cwd, env) -> exit status.
+Spawn = Callable[[list[str], Path, Optional[Path], dict[str, str]], int]
 
 
 def lmms_command(model: str, model_args: str, tasks: str, output_path: Path, *, include_path: Optional[Path] = None,
@@ -52,13 +55,15 @@ def count_lines(path: Path) -> int:
 def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path, out: Path, name: str = "",
              extra_args: str = "", cwd: Path | None = None, limit: int | None = None,
              progress_total: int | None = None, model: str = "lvspec_qwen", dtype: str = "float32",
-             threads: int | None = None) -> Path:
+             threads: int | None = None, spawn: Spawn | None = None) -> Path:
     """One lmms-eval CLI run of ``method``: records in ``out/records/<name>.jsonl``, lmms-eval outputs in
     ``out/lmms/<name>``, log in ``out/logs/<name>.log`` (``name`` defaults to the method). ``extra_args``
     are appended to --model_args; ``cwd`` is where the CLI runs (relative model paths resolve there); ``dtype``
     is the model args' dtype (float32: the testbed's exact setting; the noise floor also runs bfloat16).
     With ``progress_total``, prints a progress line while it runs; ``threads`` sets the run's torch threads
-    (OMP_NUM_THREADS; None: the environment's). Raises SystemExit when the run
+    (OMP_NUM_THREADS; None: the environment's); ``spawn(cmd, log, cwd, env) -> exit status`` runs the
+    command instead of a fresh subprocess (the tests' fork server, testbed.fixtures.cli_zygote; no
+    progress lines then). Raises SystemExit when the run
     fails or writes no records (the CLI itself exits 0 even when an evaluation fails)."""
     name = name or method
     stats = out / "records" / f"{name}.jsonl"
@@ -74,21 +79,26 @@ def run_lmms(method: str, target: str, draft: str, *, task: str, task_dir: Path,
     log = out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with open(log, "w") as fh:
-        env = offline_env(**({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-        last = 0
-        while proc.poll() is None:
-            time.sleep(1)
-            done = count_lines(stats)
-            if progress_total and done - last >= max(1, progress_total // 4):
-                print(f"[demo] {name:16s} {done:4d}/{progress_total} samples, {time.time() - t0:4.0f} s", flush=True)
-                last = done
+    env = offline_env(**({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    if spawn is not None:
+        returncode = spawn(cmd, log, cwd, env)
+    else:
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+            last = 0
+            while proc.poll() is None:
+                time.sleep(1)
+                done = count_lines(stats)
+                if progress_total and done - last >= max(1, progress_total // 4):
+                    print(f"[demo] {name:16s} {done:4d}/{progress_total} samples, {time.time() - t0:4.0f} s",
+                          flush=True)
+                    last = done
+        returncode = proc.returncode
     if progress_total:
         print(f"[demo] {name:16s} {count_lines(stats):4d}/{progress_total} samples in {time.time() - t0:4.0f} s",
               flush=True)
-    if proc.returncode != 0 or not stats.exists():
-        raise SystemExit(f"lmms-eval failed for method={method} ({name}, exit {proc.returncode}); see {log}")
+    if returncode != 0 or not stats.exists():
+        raise SystemExit(f"lmms-eval failed for method={method} ({name}, exit {returncode}); see {log}")
     return stats
 
 

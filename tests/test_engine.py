@@ -29,6 +29,12 @@ def ar_runs(target, inputs):
     return [method("ar").decode(target, None, inp, cfg(), seed=0) for inp in inputs]
 
 
+@pytest.fixture(scope="module")
+def sd_runs(target, draft, inputs):
+    """`sd` with the family's random drafter, K = 5, per input (read by several tests, decoded once)."""
+    return [SD.decode(target, draft, inp, cfg(5), seed=0) for inp in inputs]
+
+
 def test_ar_is_one_token_per_round(ar_runs):
     for r in ar_runs:
         assert len(r.tokens) == N_NEW  # random tiny models do not emit EOS here
@@ -56,10 +62,9 @@ def test_sd_identical_drafter_accepts_everything(target, inputs, ar_runs, k):
         assert r.accepted_per_position[-1] == full_rounds
 
 
-def test_sd_random_drafter_is_lossless(target, draft, inputs, ar_runs):
+def test_sd_random_drafter_is_lossless(sd_runs, ar_runs):
     total_acc, total_prop = 0, 0
-    for inp, ar in zip(inputs, ar_runs):
-        r = SD.decode(target, draft, inp, cfg(5), seed=0)
+    for r, ar in zip(sd_runs, ar_runs):
         assert r.tokens == ar.tokens
         total_acc += r.accepted
         total_prop += r.proposed
@@ -79,19 +84,17 @@ def test_sd_scripted_drafter_exact_partial_counts(target, inputs, ar_runs, k, wr
     assert r.per_step_drafted == exp["per_step_drafted"] and r.per_step_accepted == exp["per_step_accepted"]
 
 
-def test_lvspec_lambda0_w0_equals_sd(target, draft, inputs, ar_runs):
+def test_lvspec_lambda0_w0_equals_sd(target, draft, inputs, ar_runs, sd_runs):
     lv_method = method("lvspec", relevance_repr="embedding", anchor_rule="rank", relax_ratio=0.0, shift_window=0)
-    for inp, ar in zip(inputs, ar_runs):
-        sd = SD.decode(target, draft, inp, cfg(5), seed=0)
+    for inp, ar, sd in zip(inputs, ar_runs, sd_runs):
         lv = lv_method.decode(target, draft, inp, cfg(5), seed=0)
         assert lv.tokens == sd.tokens == ar.tokens
         assert lv.provenance == sd.provenance and lv.rounds == sd.rounds
         assert set(lv.anchor_flags) <= {"a", "-"}
 
 
-def test_lvspec_relaxed_accepts_more_and_counts_add_up(target, draft, inputs):
-    inp = inputs[0]
-    sd = SD.decode(target, draft, inp, cfg(5), seed=0)
+def test_lvspec_relaxed_accepts_more_and_counts_add_up(target, draft, inputs, sd_runs):
+    inp, sd = inputs[0], sd_runs[0]
     lv = method("lvspec", relevance_repr="embedding", anchor_rule="rank", relax_ratio=0.7,
                 shift_window=2).decode(target, draft, inp, cfg(5), seed=0)
     assert lv.accepted > sd.accepted and lv.accepted_loose > 0
@@ -114,14 +117,14 @@ def test_hidden_representation_runs_and_lambda0_is_sd(target, draft, inputs, ar_
     assert lv.tokens == ar_runs[2].tokens and "a" in lv.anchor_flags
 
 
-def test_target_prob_rule_lambda0_is_sd_and_relaxed_accepts_more(target, draft, inputs, ar_runs):
+def test_target_prob_rule_lambda0_is_sd_and_relaxed_accepts_more(target, draft, inputs, ar_runs, sd_runs):
     def target_prob(lam):
         return method("lvspec", anchor_rule="target_prob", relax_ratio=lam, shift_window=0)
-    sd = SD.decode(target, draft, inputs[0], cfg(5), seed=0)
+    sd = sd_runs[0]
     lv0 = target_prob(0.0).decode(target, draft, inputs[0], cfg(5), seed=0)
     assert lv0.tokens == sd.tokens == ar_runs[0].tokens and lv0.provenance == sd.provenance
     # relaxed: more accepted over the samples (a tiny random pair may have a sample with no confident target)
-    sds = [sd] + [SD.decode(target, draft, inp, cfg(5), seed=0) for inp in inputs[1:3]]
+    sds = sd_runs[:3]
     lvs = [target_prob(0.999).decode(target, draft, inp, cfg(5), seed=0) for inp in inputs[:3]]
     assert sum(r.accepted for r in lvs) > sum(r.accepted for r in sds)
     assert sum(r.accepted_loose for r in lvs) > 0 and any("f" in r.anchor_flags for r in lvs)

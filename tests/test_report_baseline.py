@@ -23,7 +23,11 @@ from test_report import ar_record, paired, spec_record, write_jsonl  # noqa: E40
 
 @pytest.fixture(scope="module")
 def fresh_runs(tmp_path_factory) -> list[Path]:
-    return generate(tmp_path_factory.mktemp("baseline_runs"), *_testbed_checkpoints())
+    from testbed.fixtures.cli_zygote import zygote
+
+    server = zygote()  # the tests' fork server (None: a fresh interpreter per run)
+    return generate(tmp_path_factory.mktemp("baseline_runs"), *_testbed_checkpoints(),
+                    spawn=server.spawn if server is not None else None)
 
 
 def check(runs: list[Path], baseline: Path = BASELINE, speed: bool = False) -> subprocess.CompletedProcess:
