@@ -197,9 +197,11 @@ def dry_run_setup(families: list[Family], tasks: list[Task], out: Path) -> tuple
     return families, [stand_in[t.key] for t in tasks], "dtype=float32"
 
 
-def run_all(runs: list[Run], out: Path, device: str) -> list[dict[str, Any]]:
+def run_all(runs: list[Run], out: Path, device: str, spawn: Optional[Any] = None) -> list[dict[str, Any]]:
     """Each run in turn (lmms-eval's CLI exits 0 even when an evaluation fails: a run counts as done
-    only when its results file and its records exist)."""
+    only when its results file and its records exist). `spawn(cmd, log, cwd, env) -> exit status` runs a
+    plain `python -m lmms_eval` command instead of a fresh subprocess (`testbed.runs.Spawn`: the tests'
+    fork server); launcher commands always start their own processes."""
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     status = []
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -208,12 +210,15 @@ def run_all(runs: list[Run], out: Path, device: str) -> list[dict[str, Any]]:
         log_path = out / "logs" / f"{run.name}.log"
         print(f"[repro] {i}/{len(runs)} {run.name}: {shlex.join(cmd)}", flush=True)
         t0 = time.time()
-        with open(log_path, "w") as fh:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        if spawn is not None and cmd[:3] == [sys.executable, "-m", "lmms_eval"]:
+            returncode = spawn(cmd, log_path, REPO, env)
+        else:
+            with open(log_path, "w") as fh:
+                returncode = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
         results = sorted((out / "lmms" / run.name).rglob("*_results.json"))
         records = sorted((out / "records").glob(f"{run.name}*.jsonl"))
-        ok = proc.returncode == 0 and bool(results) and bool(records)
-        status.append({"run": run.name, "ok": ok, "exit": proc.returncode, "seconds": round(time.time() - t0, 1),
+        ok = returncode == 0 and bool(results) and bool(records)
+        status.append({"run": run.name, "ok": ok, "exit": returncode, "seconds": round(time.time() - t0, 1),
                        "results": [str(p) for p in results], "records": [str(p) for p in records], "log": str(log_path)})
         print(f"[repro] {run.name}: {'done' if ok else 'FAILED'} in {time.time() - t0:.0f} s (log {log_path})", flush=True)
     return status
@@ -296,7 +301,8 @@ def paper_table(rows: list[dict[str, Any]], families: dict[str, Family], tasks: 
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None, spawn: Optional[Any] = None) -> None:
+    """The command line (`spawn`: as in `run_all`, for the tests)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "reports" / "paper_repro"))
     p.add_argument("--families", default="qwen,llava_ov")
@@ -333,7 +339,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         for run in runs:
             print(shlex.join(run.command(out, device)))
         return
-    status = run_all(runs, out, device)
+    status = run_all(runs, out, device, spawn)
     (out / "runs.json").write_text(json.dumps({"command": "python -m benchmarks.reproduce_paper " + shlex.join(
         argv if argv is not None else sys.argv[1:]), "placement": where, "runs": status}, indent=1) + "\n")
     failed = [s["run"] for s in status if not s["ok"]]

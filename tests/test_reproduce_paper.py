@@ -5,8 +5,6 @@ offline testbed tasks, CPU) checked from the files it writes (the CLI exits 0 ev
 import json
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 
@@ -14,7 +12,6 @@ from benchmarks.reproduce_paper import FAMILIES, METHOD_RUNS, PAPER_ROWS, main, 
 from lvspec_eval.config import LVSpecArgs
 from lvspec_eval.report.lmms_files import parse_model_args
 from lvspec_eval.metrics.records import read_records
-from testbed.paths import REPO
 
 
 def test_placement_data_parallel_when_the_pair_fits_one_gpu():
@@ -90,11 +87,13 @@ def test_paper_table_puts_each_run_on_its_row():
 def test_dry_run_writes_results_records_html_and_the_paper_table(tmp_path):
     out = tmp_path / "repro"
     methods = ["ar", "lvspec_0.7"]
-    # one family end to end (the other family's plan and table rows: the tests above; its backend: test_cli.py)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.reproduce_paper", "--dry-run", "--out", str(out),
-                           "--families", "qwen", "--methods", ",".join(methods)],
-                          capture_output=True, text=True, cwd=REPO, timeout=3600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # one family end to end (the other family's plan and table rows: the tests above; its backend: test_cli.py);
+    # in this process, its lmms-eval runs forked from the tests' server (testbed.fixtures.cli_zygote)
+    from testbed.fixtures.cli_zygote import zygote
+
+    server = zygote()
+    main(["--dry-run", "--out", str(out), "--families", "qwen", "--methods", ",".join(methods)],
+         spawn=server.spawn if server is not None else None)
     runs = json.loads((out / "runs.json").read_text())["runs"]
     assert len(runs) == 2 * len(methods) and all(r["ok"] for r in runs)  # 2 tasks x methods
     for r in runs:
