@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# the browser test of `lvspec-report html` needs Debian's chromium + chromedriver (installed here when root).
+# the browser test of `lvspec-report html` needs Debian's chromium + chromedriver (installed here when root;
+# on a fresh machine the apt install runs beside the .venv's pip installs, both mostly download and unpack).
 # Two pytest-xdist workers of one thread each: the suite is single-threaded tiny-model runs and CLI
 # subprocesses, so two processes use a 2-core machine (TEST_WORKERS=0: one process).
 TEST_WORKERS ?= 2
-test: venv
+test:
+	@bash scripts/ensure_chromium.sh & chromium=$$!; \
+	$(MAKE) --no-print-directory venv; status=$$?; wait $$chromium; exit $$status
 	$(BIN)/ruff check .
-	bash scripts/ensure_chromium.sh
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 demo: venv
