@@ -23,11 +23,9 @@ from test_report import ar_record, paired, spec_record, write_jsonl  # noqa: E40
 
 @pytest.fixture(scope="module")
 def fresh_runs(tmp_path_factory) -> list[Path]:
-    from testbed.fixtures.cli_zygote import zygote
+    from testbed.fixtures.cli_zygote import zygote_spawn
 
-    server = zygote()  # the tests' fork server (None: a fresh interpreter per run)
-    return generate(tmp_path_factory.mktemp("baseline_runs"), *_testbed_checkpoints(),
-                    spawn=server.spawn if server is not None else None)
+    return generate(tmp_path_factory.mktemp("baseline_runs"), *_testbed_checkpoints(), spawn=zygote_spawn())
 
 
 def check(runs: list[Path], baseline: Path = BASELINE, speed: bool = False) -> subprocess.CompletedProcess:

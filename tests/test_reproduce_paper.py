@@ -89,11 +89,9 @@ def test_dry_run_writes_results_records_html_and_the_paper_table(tmp_path):
     methods = ["ar", "lvspec_0.7"]
     # one family end to end (the other family's plan and table rows: the tests above; its backend: test_cli.py);
     # in this process, its lmms-eval runs forked from the tests' server (testbed.fixtures.cli_zygote)
-    from testbed.fixtures.cli_zygote import zygote
+    from testbed.fixtures.cli_zygote import zygote_spawn
 
-    server = zygote()
-    main(["--dry-run", "--out", str(out), "--families", "qwen", "--methods", ",".join(methods)],
-         spawn=server.spawn if server is not None else None)
+    main(["--dry-run", "--out", str(out), "--families", "qwen", "--methods", ",".join(methods)], spawn=zygote_spawn())
     runs = json.loads((out / "runs.json").read_text())["runs"]
     assert len(runs) == 2 * len(methods) and all(r["ok"] for r in runs)  # 2 tasks x methods
     for r in runs:
