@@ -35,10 +35,66 @@ def test_a_forked_run_equals_a_fresh_interpreters(tmp_path, tiny_target, monkeyp
         assert "lvspec: method=ar" in proc.stdout and "Loading weights" in proc.stderr
 
 
-def test_a_run_past_its_timeout_is_killed_and_the_server_goes_on(tmp_path, monkeypatch):
+def test_a_run_past_its_timeout_is_killed_and_the_server_goes_on(tmp_path, tiny_target, monkeypatch):
     monkeypatch.delenv(FRESH_ENV, raising=False)
     server = zygote()
+    tasks = tmp_path / "tasks"  # a task whose code takes ten minutes to import: the run outlives any timeout here
+    tasks.mkdir()
+    (tasks / "lvspec_sleep.yaml").write_text("task: lvspec_sleep\ndoc_to_text: !function utils.doc_to_text\n")
+    (tasks / "utils.py").write_text("import time\n\ntime.sleep(600)\n")
     with pytest.raises(subprocess.TimeoutExpired):
-        server.run(["--model", "lvspec_qwen", "--tasks", "lvspec_tiny_caption"], tmp_path, {}, timeout=0.5)
+        server.run(["--model", "lvspec_qwen", "--model_args", f"pretrained={tiny_target},method=ar,device_map=cpu",
+                    "--include_path", str(tasks), "--tasks", "lvspec_sleep"], tmp_path, {}, timeout=5)
     rc, stdout, stderr = server.run(["--model"], tmp_path, {}, timeout=120)  # argparse: a usage error, status 2
     assert rc == 2 and "--model" in stderr and zygote() is server
+
+
+def test_installed_task_configs_parse_once_and_come_back_as_copies(tmp_path, monkeypatch):
+    """The server's memo of lmms-eval's installed task YAML files: the same configuration as a parse, a
+    fresh copy each time, a changed file parsed again, files elsewhere never kept."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    import lmms_eval.tasks
+    from lmms_eval import utils
+
+    from testbed.fixtures.cli_zygote import memoised_task_config_loader
+
+    installed = Path(lmms_eval.tasks.__file__).parent
+    calls = []
+
+    def plain(x):  # a simple-mode parse leaves `!function` values as yaml nodes, which compare by identity
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [plain(v) for v in x]
+        return ("node", x.tag, x.value) if hasattr(x, "tag") else x
+
+    def parse(*args):
+        calls.append(args[0])
+        return utils.load_yaml_config(*args)
+
+    # a copy of two installed task folders stands in for the installed tree (one file gets changed below)
+    root = tmp_path / "installed"
+    for name in ("videomme", "mvbench"):
+        shutil.copytree(installed / name, root / name)
+    load = memoised_task_config_loader(parse, str(root) + os.sep)
+    path = str(root / "videomme" / "videomme.yaml")
+    first, second = load(path, mode="simple"), load(path, mode="simple")
+    assert plain(first) == plain(second) == plain(utils.load_yaml_config(path, mode="simple"))
+    assert first is not second and first["doc_to_text"] is not second["doc_to_text"]
+    assert first["task"] == "videomme" and calls == [path]
+    first["task"] = "changed"  # a caller's change does not reach the memo
+    assert load(path, mode="simple")["task"] == "videomme" and calls == [path]
+    include = next(str(p) for p in (root / "mvbench").glob("*.yaml") if "include" in p.read_text())
+    assert plain(load(include, mode="simple")) == plain(utils.load_yaml_config(include, mode="simple"))  # + include
+    with open(path, "a") as fh:
+        fh.write("\n# changed\n")
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 1))
+    load(path, mode="simple")
+    assert calls.count(path) == 2
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("task: x\n")
+    load(str(elsewhere), mode="simple"), load(str(elsewhere), mode="simple")
+    assert calls.count(str(elsewhere)) == 2 and all(key[0].startswith(str(root)) for key in load.memo)

@@ -479,9 +479,10 @@ def test_videomme_task_code_runs(tmp_path, trained_checkpoints, clips):
     stats = tmp_path / "sd.jsonl"
     ours = run_cli("lvspec_qwen3_vl", f"pretrained={target},draft_pretrained={draft},method=sd,"
                                       f"num_draft_tokens=4,device_map=cpu,{PIXELS},paired_baseline=true,"
-                                      f"stats_path={stats}", task.parent, tmp_path / "ours", tasks=name, env=env)
+                                      f"stats_path={stats}", task.parent, tmp_path / "ours", tasks=name, env=env,
+                   env_read_by_the_task=True)
     theirs = run_cli("qwen3_vl", f"pretrained={target},device_map=cpu,{PIXELS}", task.parent,
-                     tmp_path / "theirs", tasks=name, env=env)
+                     tmp_path / "theirs", tasks=name, env=env, env_read_by_the_task=True)
     ours_results, ours_samples = outputs(tmp_path / "ours", name)
     their_results, their_samples = outputs(tmp_path / "theirs", name)
     assert len(ours_samples) == len(their_samples) == 2, ours.stderr[-2000:] + theirs.stderr[-2000:]
