@@ -3,8 +3,9 @@ speed model's formulas.
 
 - `timed`, `forward_costs`: device-synchronised prefill / step / block times of a model at a context
   (benchmarks/real_size.py, benchmarks/testbed_cost.py, benchmarks/speed_model.py).
-- `tensor_bytes`, `weight_bytes`, `CacheMeter`, `memory_breakdown`, `PeakSampler`: what a decode holds in
-  memory, split into weights and KV caches (benchmarks/real_size.py, benchmarks/overhead_memory.py).
+- `tensor_bytes`, `weight_bytes`, `CacheMeter`, `memory_breakdown`, `PeakSampler`, `in_fresh_process`: what a
+  decode holds in memory, split into weights and KV caches, each measured in a process of its own
+  (benchmarks/real_size.py, benchmarks/overhead_memory.py).
 - `round_costs`, `per_token_acceptance`, `leviathan`, `cost_model`, `predicted_decode_s`: the speed model
   (docs/speed.md).
 - `SETTINGS`, `label`: the speculative settings the benchmarks compare.
@@ -17,7 +18,9 @@ No work at import time; torch is imported inside the functions.
 
 from __future__ import annotations
 
+import importlib
 import statistics
+import sys
 from typing import Any, Callable, Iterable, Optional
 
 
@@ -272,6 +275,27 @@ class PeakSampler:
         self._thread.join()
         if self.cuda:
             self.peak = max(self.peak, self.torch.cuda.max_memory_allocated() / 2**20)
+
+
+def _call(module: str, name: str, args: tuple) -> Any:
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any, preload: Iterable[str] = ("torch", "transformers")) -> Any:
+    """`fn(*args)` in a process of its own, which has imported modules and done nothing else: nothing built,
+    nothing allocated before `fn` starts, as in a fresh interpreter (a memory measurement's baseline).
+    The process is forked from multiprocessing's fork server, a fresh interpreter that imported `preload`
+    and `fn`'s module once (the imports are not paid per call). Returns `fn`'s result (picklable);
+    `fn`'s exception is raised here, with the child's traceback as its cause."""
+    import multiprocessing
+
+    module = fn.__module__
+    if module == "__main__":  # `python -m benchmarks.x`: the same module under its own name
+        module = sys.modules["__main__"].__spec__.name
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([*preload, module])  # effective when the server starts (the first call)
+    with ctx.Pool(1) as pool:
+        return pool.apply(_call, (module, fn.__name__, args))
 
 
 # -- the speed model (docs/speed.md) -------------------------------------------------------------------

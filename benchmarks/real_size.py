@@ -15,7 +15,8 @@ Per pair (target / drafter) it measures
      (a solved from tau) and the cost-model prediction (tau + 1) t_step / (K t_draft + t_verify);
   5. peak memory of each method with the shares of both models' weights and KV caches (GPU:
      torch.cuda.max_memory_allocated in this process, `ar` measured before the drafter exists;
-     CPU: peak resident set of a fresh process per method). KV bytes are read from each session's
+     CPU: peak resident set of a process of its own per method, forked from a server that only imported
+     the modules: benchmarks.measure.in_fresh_process). KV bytes are read from each session's
      cache object when the engine closes it (any cache class: every tensor it holds is counted).
 
 A target too large for the device with its drafter (LLaVA-OneVision-72B on one 141 GB GPU) is built
@@ -45,7 +46,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,8 +58,8 @@ from testbed.paths import VIDEO_ARGS, default_cache_root
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from benchmarks.measure import (CacheMeter, PeakSampler, cost_model, forward_costs, leviathan, memory_breakdown,
-                                per_token_acceptance, timed, weight_bytes)
+from benchmarks.measure import (CacheMeter, PeakSampler, cost_model, forward_costs, in_fresh_process, leviathan,
+                                memory_breakdown, per_token_acceptance, timed, weight_bytes)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: method.md section 6 (greedy, batch 1, prefill excluded): tau_excl per method and pair
@@ -535,12 +535,16 @@ def metered_decode(method: str, target: Any, draft: Optional[Any], inputs: dict[
                                  d_meter.bytes if d_meter else 0, unit="allocated", new_tokens=len(res.tokens))
 
 
-# -- CPU memory: one fresh process per method -----------------------------------------------------------
+# -- CPU memory: one process of its own per method --------------------------------------------------------
 
-def memory_child(spec_json: str) -> None:
-    """In a fresh process: baseline RSS, build what `method` needs, decode once under a 1 ms RSS sampler;
-    prints one JSON line (benchmarks.measure.PeakSampler)."""
-    job = json.loads(spec_json)
+#: What the memory processes' server imports once (the models' classes, the adapters, the engine).
+MEMORY_PRELOAD = ("torch", "transformers", "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl",
+                  "transformers.models.llava_onevision.modeling_llava_onevision", "lvspec_eval.adapters.qwen2_5_vl",
+                  "lvspec_eval.adapters.llava_onevision", "lvspec_eval.engine.loop")
+
+def memory_child(job: dict[str, Any]) -> dict[str, Any]:
+    """In a process of its own (benchmarks.measure.in_fresh_process): baseline RSS, build what `method`
+    needs, decode once under a 1 ms RSS sampler (benchmarks.measure.PeakSampler)."""
     preset = build_preset(job["preset"], job.get("llava_target_layers"))
     pair = next(p for p in preset.pairs if p.name == job["pair"])
     sampler = PeakSampler(cuda=False)
@@ -554,9 +558,8 @@ def memory_child(spec_json: str) -> None:
     with PeakSampler(cuda=False) as peak:
         res = decode_method(method_args(job["method"]), t_meter, d_meter, inputs,
                             decode_config(job["new_tokens"], preset.k), schedule=job.get("schedule"), profile=False)
-    mem = memory_breakdown(int(peak.peak * 2**20), target, draft, t_meter.bytes, d_meter.bytes if d_meter else 0,
-                           unit="resident set", baseline=int(baseline * 2**20), new_tokens=len(res.tokens))
-    print(json.dumps(mem))
+    return memory_breakdown(int(peak.peak * 2**20), target, draft, t_meter.bytes, d_meter.bytes if d_meter else 0,
+                            unit="resident set", baseline=int(baseline * 2**20), new_tokens=len(res.tokens))
 
 
 def cpu_memory(pair: PairSpec, preset: Preset, video: Path, llava_target_layers: Optional[int], budget: Budget) -> dict:
@@ -569,12 +572,11 @@ def cpu_memory(pair: PairSpec, preset: Preset, video: Path, llava_target_layers:
                "new_tokens": plan["new_tokens"], "schedule": plan["schedule"], "llava_target_layers": llava_target_layers}
         if not budget.allows(5.0, f"{pair.name} {method} memory process"):
             continue
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.real_size", "--memory-child", json.dumps(job)],
-                              capture_output=True, text=True, env=dict(os.environ))
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory process for {pair.name} {method} failed:\n{proc.stderr[-3000:]}")
-        out[method] = json.loads(proc.stdout.strip().splitlines()[-1])
-        log(budget, f"{pair.name}: {method} peak resident set {out[method]['peak'] / 2**20:.1f} MiB (fresh process)")
+        try:
+            out[method] = in_fresh_process(memory_child, job, preload=MEMORY_PRELOAD)
+        except Exception as exc:
+            raise RuntimeError(f"memory process for {pair.name} {method} failed: {exc!r}") from exc
+        log(budget, f"{pair.name}: {method} peak resident set {out[method]['peak'] / 2**20:.1f} MiB (own process)")
     return out
 
 
@@ -801,11 +803,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--plan", action="store_true", help="paper preset: models, tokens and memory plan, no weights")
     p.add_argument("--device-memory-gib", type=float, default=139.0, help="device memory assumed by --plan without a GPU")
     p.add_argument("--cache", default=str(default_cache_root()))
-    p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.memory_child:
-        memory_child(args.memory_child)
-        return
     if args.plan:
         plan(args)
         return
