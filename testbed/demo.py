@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 from lvspec_eval.report.lmms_files import parse_model_args
 from testbed import variants
-from testbed.runs import count_lines, run_lmms
+from testbed.runs import Spawn, count_lines, run_lmms
 from testbed.families import PAIRS
 
 from testbed.paths import REPORTS, TESTBED_TASK_DIR as TASK_DIR
@@ -104,7 +104,9 @@ def label_rows(summary: Any, spec_of_file: dict[str, str], extra: dict[str, str]
     return sorted(rows, key=lambda r: order.index(r["variant"]))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, spawn: Spawn | None = None) -> None:
+    """`python -m testbed.demo`; `spawn`: runs each lmms-eval command instead of a fresh subprocess (as in
+    `testbed.runs.run_lmms`: the tests' fork server, which runs the jobs side by side too)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=DEFAULT_VARIANTS,
                    help="variants of testbed/variants.py (NAME or NAME@self), e.g. lvspec,lvspec+target_prob")
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         return run_lmms(variant.method, target, "self" if self_draft else draft, task=TASKS[task], task_dir=TASK_DIR,
                         out=out, name=run_name(task, spec), extra_args=args, limit=a.limit,
                         progress_total=a.limit or count_lines(TASK_DIR / f"{task}.jsonl"), model=model,
-                        threads=threads if a.jobs > 1 else None)
+                        threads=threads if a.jobs > 1 else None, spawn=spawn)
 
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:  # each job is one lmms-eval process
         done = list(pool.map(one, jobs))

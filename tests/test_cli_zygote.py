@@ -35,16 +35,31 @@ def test_a_forked_run_equals_a_fresh_interpreters(tmp_path, tiny_target, monkeyp
         assert "lvspec: method=ar" in proc.stdout and "Loading weights" in proc.stderr
 
 
-def test_a_run_past_its_timeout_is_killed_and_the_server_goes_on(tmp_path, tiny_target, monkeypatch):
+def test_runs_go_side_by_side_and_one_past_its_timeout_is_killed(tmp_path, tiny_target, monkeypatch):
+    """Two runs at once, each past its 5 s timeout: both killed after about 5 s (not 10: side by side), and
+    the server goes on."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
     monkeypatch.delenv(FRESH_ENV, raising=False)
     server = zygote()
     tasks = tmp_path / "tasks"  # a task whose code takes ten minutes to import: the run outlives any timeout here
     tasks.mkdir()
     (tasks / "lvspec_sleep.yaml").write_text("task: lvspec_sleep\ndoc_to_text: !function utils.doc_to_text\n")
     (tasks / "utils.py").write_text("import time\n\ntime.sleep(600)\n")
-    with pytest.raises(subprocess.TimeoutExpired):
-        server.run(["--model", "lvspec_qwen", "--model_args", f"pretrained={tiny_target},method=ar,device_map=cpu",
-                    "--include_path", str(tasks), "--tasks", "lvspec_sleep"], tmp_path, {}, timeout=5)
+
+    def one(i: int) -> BaseException:
+        with pytest.raises(subprocess.TimeoutExpired) as exc:
+            server.run(["--model", "lvspec_qwen", "--model_args", f"pretrained={tiny_target},method=ar,device_map=cpu",
+                        "--include_path", str(tasks), "--tasks", "lvspec_sleep"], tmp_path / str(i), {}, timeout=5)
+        return exc.value
+
+    for i in (0, 1):
+        (tmp_path / str(i)).mkdir()
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        killed = list(pool.map(one, (0, 1)))
+    assert len(killed) == 2 and time.monotonic() - t0 < 9
     rc, stdout, stderr = server.run(["--model"], tmp_path, {}, timeout=120)  # argparse: a usage error, status 2
     assert rc == 2 and "--model" in stderr and zygote() is server
 

@@ -365,19 +365,16 @@ def test_testbed_report_blocks_come_from_the_sources(tmp_path):
         report.regenerate(text, {})
 
 
-def test_demo_runs_its_jobs_side_by_side_and_summarises_them(tmp_path):
+def test_demo_runs_its_jobs_side_by_side_and_summarises_them(tmp_path, capsys):
     """`make demo`'s command on 2 clips: a loose variant (fly), its added lossless counterpart (sd) and `ar`,
-    two lmms-eval runs at a time; the summary has every row, with records behind it."""
-    import subprocess
-    import sys
-
-    from testbed.paths import REPO
+    two lmms-eval runs at a time (children of the tests' fork server, side by side); the summary has every
+    row, with records behind it."""
+    from testbed.demo import main
+    from testbed.fixtures.cli_zygote import zygote_spawn
 
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "testbed.demo", "--limit", "2", "--methods", "fly",
-                           "--tasks", "mcq", "--jobs", "2", "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    main(["--limit", "2", "--methods", "fly", "--tasks", "mcq", "--jobs", "2", "--out", str(out)], spawn=zygote_spawn())
+    assert "lvspec_testbed_mcq (test clips; score = " in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     rows = summary["tasks"]["lvspec_testbed_mcq"]  # MCQ: one-letter answers, the quickest runs
     assert [r["variant"] for r in rows] == ["ar", "fly", "sd"]  # in the order of --methods, added ones last
