@@ -184,11 +184,13 @@ def dry_run_setup(families: list[Family], tasks: list[Task], out: Path) -> tuple
     from testbed.fixtures.tokenizer import PADDED_EMBEDDING_ROWS
 
     ckpt = out / "checkpoints"
-    tiny = {
-        "qwen": (build_tiny_qwen2_5_vl(ckpt / "qwen_target", seed=0), build_tiny_qwen2_5_vl(ckpt / "qwen_draft", seed=1)),
-        "llava_ov": (build_tiny_llava_onevision(ckpt / "llava_target", seed=0),
-                     build_tiny_llava_onevision(ckpt / "llava_draft", seed=1, vocab_size=PADDED_EMBEDDING_ROWS)),
+    builders = {  # the families asked for only
+        "qwen": lambda: (build_tiny_qwen2_5_vl(ckpt / "qwen_target", seed=0),
+                         build_tiny_qwen2_5_vl(ckpt / "qwen_draft", seed=1)),
+        "llava_ov": lambda: (build_tiny_llava_onevision(ckpt / "llava_target", seed=0),
+                             build_tiny_llava_onevision(ckpt / "llava_draft", seed=1, vocab_size=PADDED_EMBEDDING_ROWS)),
     }
+    tiny = {f.key: builders[f.key]() for f in families}
     families = [replace(f, target=str(tiny[f.key][0]), draft=str(tiny[f.key][1]), need_gib=0.0,
                         model_args=VIDEO_MODEL_ARGS if f.key == "qwen" else f"max_num_frames={VIDEO_ARGS['max_num_frames']}")
                 for f in families]
