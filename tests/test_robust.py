@@ -7,9 +7,7 @@ shared; the other runs are compared with it field by field, timings aside."""
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,9 +21,8 @@ from lvspec_eval.metrics.records import read_records
 from lvspec_eval.report.inputs import load_inputs
 from lvspec_eval.report.pairing import build_groups
 from testbed.fixtures.cli import (PIXELS, TIMING_FIELDS, cli_command, copy_tiny_task, outputs, response, run_cli,
-                                     task_variant, without)
+                                  start_cli, task_variant, without)
 from testbed.fixtures.checkpoint_edits import declare_eos
-from testbed.runs import offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -93,15 +90,12 @@ def test_same_seed_gives_identical_records(tmp_path, tiny_target, tiny_draft, rb
 def test_sigkill_then_resume_completes_without_duplicates(tmp_path, tiny_target, tiny_draft, rb_task, baseline):
     stats = tmp_path / "r.jsonl"
     args = model_args(tiny_target, tiny_draft, stats)
-    cmd = cli_command("lvspec_qwen", args, rb_task, tmp_path / "killed", TASK)
-    proc = subprocess.Popen(cmd, env=offline_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    running, kill = start_cli(cli_command("lvspec_qwen", args, rb_task, tmp_path / "killed", TASK), tmp_path)
     deadline = time.monotonic() + 600
     while not (stats.exists() and stats.read_bytes().count(b"\n") >= 1):
-        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before writing a record"
+        assert running() and time.monotonic() < deadline, "the run ended before writing a record"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill()  # SIGKILL
     before = strict_lines(stats)  # the killed run's file: whole lines only
     assert 1 <= len(before) < len(DOCS), "the kill did not land mid-run"
     # a torn write (power loss; one write(2) per record makes it rare) must not poison the file either
