@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # the browser test of `lvspec-report html` needs Debian's chromium + chromedriver (installed here when root;
-# on a fresh machine the apt install runs beside the .venv's pip installs, both mostly download and unpack).
+# on a fresh machine the apt install runs beside the .venv's installs, both mostly download and unpack).
 # Two pytest-xdist workers of one thread each: the suite is single-threaded tiny-model runs and CLI
 # subprocesses, so two processes use a 2-core machine (TEST_WORKERS=0: one process).
 TEST_WORKERS ?= 2
