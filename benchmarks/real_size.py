@@ -542,6 +542,7 @@ MEMORY_PRELOAD = ("torch", "transformers", "transformers.models.qwen2_5_vl.model
                   "transformers.models.llava_onevision.modeling_llava_onevision", "lvspec_eval.adapters.qwen2_5_vl",
                   "lvspec_eval.adapters.llava_onevision", "lvspec_eval.engine.loop")
 
+
 def memory_child(job: dict[str, Any]) -> dict[str, Any]:
     """In a process of its own (benchmarks.measure.in_fresh_process): baseline RSS, build what `method`
     needs, decode once under a 1 ms RSS sampler (benchmarks.measure.PeakSampler)."""

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from testbed.paths import REPO, TESTBED_TASK_DIR, VIDEO_ARGS, VIDEO_MODEL_ARGS
-from testbed.runs import lmms_command
+from testbed.runs import Spawn, lmms_command
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def dry_run_setup(families: list[Family], tasks: list[Task], out: Path) -> tuple
     return families, [stand_in[t.key] for t in tasks], "dtype=float32"
 
 
-def run_all(runs: list[Run], out: Path, device: str, spawn: Optional[Any] = None) -> list[dict[str, Any]]:
+def run_all(runs: list[Run], out: Path, device: str, spawn: Optional[Spawn] = None) -> list[dict[str, Any]]:
     """Each run in turn (lmms-eval's CLI exits 0 even when an evaluation fails: a run counts as done
     only when its results file and its records exist). `spawn(cmd, log, cwd, env) -> exit status` runs a
     plain `python -m lmms_eval` command instead of a fresh subprocess (`testbed.runs.Spawn`: the tests'
@@ -303,7 +303,7 @@ def paper_table(rows: list[dict[str, Any]], families: dict[str, Family], tasks: 
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None, spawn: Optional[Any] = None) -> None:
+def main(argv: Optional[list[str]] = None, spawn: Optional[Spawn] = None) -> None:
     """The command line (`spawn`: as in `run_all`, for the tests)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "reports" / "paper_repro"))
